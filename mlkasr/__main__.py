@@ -1,0 +1,3 @@
+from mlkasr.cli import main
+
+raise SystemExit(main())

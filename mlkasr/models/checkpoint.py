@@ -1,0 +1,192 @@
+"""Reading and writing MAN weights: official ``.pth`` files, mlkasr training checkpoints and ``.safetensors``.
+
+Nothing here needs the user to name a variant: n_feats, the block count and the scale are read off the tensors.
+Pickled files are loaded with ``weights_only=True``, so a checkpoint can never run code on load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import MlkasrError
+from .man import MAN, ModelSpec
+from .zoo import variant_name
+
+# Wrapper keys seen in the wild, best first: BasicSR saves EMA weights as params_ema (about 2 dB better than
+# params for the base MAN), mlkasr training checkpoints keep "ema" and "model".
+WRAPPER_KEYS = ("params_ema", "ema", "params", "model", "state_dict", "net")
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+MEAN_SHIFT_KEYS = ("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias")
+SAFETENSORS_FORMAT = "mlkasr"
+_BLOCK_KEY = re.compile(r"^body\.0\.body\.(\d+)\.")
+
+
+class CheckpointError(MlkasrError, ValueError):
+    """A weights file that cannot be turned into a MAN network; the message names the file and the keys."""
+
+
+def load_model(path: str | os.PathLike) -> MAN:
+    """Build the network a weights file describes and load it strictly. Returns it in eval mode on the CPU."""
+    state_dict = read_state_dict(path)
+    spec = infer_spec(state_dict, source=path)
+    model = MAN(spec)
+    _load_strict(model, state_dict, source=path)
+    return model.eval()
+
+
+def save_model(model: MAN, path: str | os.PathLike) -> Path:
+    """Write the weights as ``.safetensors`` with the variant and scale in its metadata (atomic rename)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_model writes .safetensors files, got {path}")
+    spec = model.spec
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "arch": "man",
+        "name": spec.name,
+        "scale": str(spec.scale),
+        "n_feats": str(spec.n_feats),
+        "n_resblocks": str(spec.n_resblocks),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:
+    """The variant and scale of a weights file, without building the network."""
+    return infer_spec(read_state_dict(path), source=path)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network's tensors from any supported file, wrappers and prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers "
+            f"(loading it could run arbitrary code). Re-save it as a plain state dict or .safetensors. ({exc})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    return unwrap_state_dict(obj, source=path)
+
+
+def unwrap_state_dict(obj: object, source: object = "checkpoint") -> dict[str, torch.Tensor]:
+    """Take the network weights out of an official or mlkasr wrapper and strip parallel/compile prefixes."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
+    if not _is_tensor_dict(obj):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and _is_tensor_dict(inner):
+                obj = inner
+                break
+        else:
+            raise CheckpointError(
+                f"{source}: no state dict found; top-level keys are {sorted(map(str, obj))[:12]}, "
+                f"expected tensors or one of {list(WRAPPER_KEYS)}"
+            )
+    return {_strip_prefixes(k): v for k, v in obj.items()}
+
+
+def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint") -> ModelSpec:
+    """n_feats from ``head.weight``, the block count from the key indices, the scale from ``tail.0.weight``."""
+    head, tail = state_dict.get("head.weight"), state_dict.get("tail.0.weight")
+    if head is None or tail is None or "body.0.body_t.conv1.weight" not in state_dict:
+        sample = sorted(state_dict)[:8]
+        raise CheckpointError(
+            f"{source}: not a MAN state dict: expected keys 'head.weight', 'tail.0.weight' and "
+            f"'body.0.body_t.conv1.weight'; found {len(state_dict)} keys such as {sample}"
+        )
+    if head.dim() != 4 or tuple(head.shape[1:]) != (3, 3, 3):
+        raise CheckpointError(f"{source}: 'head.weight' has shape {tuple(head.shape)}, expected [n_feats, 3, 3, 3]")
+    n_feats = head.shape[0]
+    scale = math.isqrt(tail.shape[0] // 3)
+    if tail.dim() != 4 or 3 * scale * scale != tail.shape[0] or tail.shape[1] != n_feats:
+        raise CheckpointError(
+            f"{source}: 'tail.0.weight' has shape {tuple(tail.shape)}, expected [3*scale^2, {n_feats}, 3, 3]"
+        )
+    blocks = {int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))}
+    n_resblocks = max(blocks) + 1 if blocks else 0
+    if blocks != set(range(n_resblocks)):
+        raise CheckpointError(f"{source}: MAB indices are not contiguous: {sorted(blocks)}")
+    return ModelSpec(variant_name(n_feats, n_resblocks), scale, n_feats, n_resblocks)
+
+
+def _load_strict(model: MAN, state_dict: Mapping[str, torch.Tensor], source: object) -> None:
+    expected = model.state_dict()
+    # Some ports drop the mean shifts: they are constants, so the freshly built ones stand in.
+    state_dict = {**{k: expected[k] for k in MEAN_SHIFT_KEYS if k not in state_dict}, **state_dict}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_shorten(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_shorten(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {_shorten(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match {model.spec.name} x{model.spec.scale}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from exc
+    state_dict = {_strip_prefixes(k): v for k, v in tensors.items()}
+    if metadata.get("format") == SAFETENSORS_FORMAT:
+        spec = infer_spec(state_dict, source=path)
+        declared = (metadata.get("scale"), metadata.get("n_feats"), metadata.get("n_resblocks"))
+        if declared != (str(spec.scale), str(spec.n_feats), str(spec.n_resblocks)):
+            raise CheckpointError(f"{path}: metadata {metadata} disagrees with the tensors ({spec})")
+    return state_dict
+
+
+def _is_tensor_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def _shorten(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
