@@ -23,3 +23,22 @@ def shared_path(*parts: str) -> Path:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+def randomize_parameters(model: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Give every trainable parameter random values.
+
+    A fresh MAN has zero-initialised residual ``scale`` parameters, which makes every block an identity; tests
+    that compare formulations or receptive fields need all paths to be live.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # the frozen mean shifts are constants in every real checkpoint
+                p.add_(torch.randn(p.shape, generator=generator) * std)
+    return model
+
+
+@pytest.fixture
+def randomize():
+    return randomize_parameters
