@@ -1,0 +1,297 @@
+"""YAML -> typed ``Config``: strict validation, ``--set`` overrides and writing the resolved config back.
+
+Only the dataclasses in ``schema.py`` decide what is valid: unknown keys are errors naming the closest valid key,
+and wrong types name the dotted path and the expected type. Overrides are parsed as YAML scalars (never eval'd).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from ..errors import MlkasrError
+from .schema import Config
+
+T = TypeVar("T")
+
+
+class ConfigError(MlkasrError, ValueError):
+    """A configuration that does not fit the schema; the message names the file, the key and what is expected."""
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML file, apply ``key.path=value`` overrides, and return the validated ``Config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value, source=f"--set {item}")
+    config = from_dict(Config, raw, source=str(path))
+    check_config(config, source=str(path))
+    return config
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> Config:
+    """The same validation for a config built in Python (tests, notebooks)."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value, source=f"--set {item}")
+    config = from_dict(Config, raw, source=source)
+    check_config(config, source=source)
+    return config
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=2e-4"`` -> ``("train.lr", "2e-4")``; the value is a YAML scalar (or flow list/mapping)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    return key, value
+
+
+def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
+    """Put ``value`` at ``a.b.c``, checking every step against the schema first for a precise message."""
+    parts = key.split(".")
+    schema: Any = Config
+    node = raw
+    for depth, part in enumerate(parts):
+        dotted = ".".join(parts[: depth + 1])
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            raise ConfigError(f"{source}: '{'.'.join(parts[:depth])}' is not a section, cannot set '{dotted}'")
+        names = [f.name for f in dataclasses.fields(schema)]
+        if part not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(part, names, parts[:depth])}")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        schema = _strip_optional(typing.get_type_hints(schema)[part])
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+
+
+def from_dict(cls: type[T], raw: Any, source: str = "config", path: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, or raise ``ConfigError`` naming ``source: path``."""
+    where = f"{source}: {path}" if path else source
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping (section), got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            dotted = f"{path}.{key}" if path else str(key)
+            parent = path.split(".") if path else []
+            raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(str(key), names, parent)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            dotted = f"{path}.{name}" if path else name
+            kwargs[name] = _coerce(hints[name], raw[name], source, dotted)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config (all defaults filled in) as YAML; loading it back gives the same Config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def describe_schema(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every leaf: the source of the README's key table."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        tp = _strip_optional(hints[f.name])
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            rows.extend(describe_schema(tp, dotted + "."))
+        else:
+            rows.append((dotted, _type_name(hints[f.name]), repr(getattr(instance, f.name)), f.metadata.get("help", "")))
+    return rows
+
+
+def check_config(config: Config, source: str = "config") -> None:
+    """Checks across fields that types alone cannot express."""
+    from ..models import SCALES, VARIANTS
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: {key}: {message}")
+
+    if config.model.name not in VARIANTS:
+        fail("model.name", f"unknown variant {config.model.name!r}{_suggest(config.model.name, list(VARIANTS), [])}")
+    if config.model.scale not in SCALES:
+        fail("model.scale", f"expected one of {list(SCALES)}, got {config.model.scale}")
+    t = config.train
+    for key, value in (
+        ("train.iterations", t.iterations),
+        ("train.batch_size", t.batch_size),
+        ("train.save_every", t.save_every),
+        ("train.val_every", t.val_every),
+        ("train.keep_last", t.keep_last),
+        ("train.nan_tolerance", t.nan_tolerance),
+        ("data.train.patch_size", config.data.train.patch_size),
+        ("logging.log_every", config.logging.log_every),
+    ):
+        if value < 1:
+            fail(key, f"must be at least 1, got {value}")
+    if config.data.train.num_workers < 0:
+        fail("data.train.num_workers", f"must be 0 or more, got {config.data.train.num_workers}")
+    if not t.lr > 0:
+        fail("train.lr", f"must be positive, got {t.lr}")
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        fail("train.betas", f"expected two numbers in [0, 1), got {t.betas}")
+    if not 0 <= t.ema_decay < 1:
+        fail("train.ema_decay", f"expected a number in [0, 1), got {t.ema_decay}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        fail("train.grad_clip", f"must be positive or null, got {t.grad_clip}")
+    s = t.schedule
+    for prev, cur in zip(s.milestones, s.milestones[1:]):
+        if cur <= prev:
+            # The official MAN config's 140000-for-1400000 typo looks exactly like this.
+            fail("train.schedule.milestones", f"must be strictly increasing; {cur} follows {prev} (a missing zero?)")
+    if any(m < 1 for m in s.milestones):
+        fail("train.schedule.milestones", f"must be positive iteration numbers, got {s.milestones}")
+    if s.warmup_iterations < 0 or s.warmup_iterations >= t.iterations:
+        fail("train.schedule.warmup_iterations", f"must be in [0, train.iterations), got {s.warmup_iterations}")
+    if config.data.val_max_images is not None and config.data.val_max_images < 1:
+        fail("data.val_max_images", f"must be at least 1 or null, got {config.data.val_max_images}")
+    for i, val in enumerate(config.data.val):
+        if not val.path:
+            fail(f"data.val[{i}].path", "is required: a folder with HR/ inside")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, source, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:  # X | None: report X's own message
+            raise errors[0]
+        raise ConfigError(f"{source}: {path}: expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        hint = _suggest(str(value), [str(c) for c in choices], []) if isinstance(value, str) else ""
+        raise ConfigError(
+            f"{source}: {path}: expected one of {', '.join(map(str, choices))}, got {_describe(value)}{hint}"
+        )
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {path}: expected {_type_name(tp)}, got {_describe(value)}")
+        return [_coerce(item_type, v, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 1.6e6 written as a float
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML reads "5e-4" (no dot) as a string; accept what any reader would call a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a schema type the loader does not know is a programming error
+        raise TypeError(f"unsupported schema type {tp!r} at {path}")
+    raise ConfigError(f"{source}: {path}: expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin is list:
+        item = _type_name(typing.get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {item}s"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _describe(value: Any) -> str:
+    kind = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({kind})"
+
+
+def _suggest(key: str, valid: list[str], parent: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    prefix = ".".join(parent) + "." if parent else ""
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; valid keys here: {', '.join(valid)}"
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw

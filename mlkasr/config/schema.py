@@ -1,0 +1,99 @@
+"""The training configuration as typed dataclasses: the schema, the defaults and the documentation in one place.
+
+Every field carries a one-line ``help`` in its metadata; the loader (``loader.py``) validates YAML against these
+types, so an unknown key or a wrong type fails at load time instead of hours into a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _f(default, help: str, **kwargs):  # noqa: A002 - "help" reads best in the schema
+    """A dataclass field with its documentation attached."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("man-tiny", "variant: man-tiny, man-light or man")
+    scale: int = _f(4, "upscaling factor: 2, 3 or 4")
+
+
+@dataclass
+class TrainDataConfig:
+    hr: str | None = _f(None, "HR images: a folder (searched recursively) or an LMDB (path ending in .lmdb)")
+    lr: str | None = _f(None, "LR images matching hr (folder or LMDB); null = make LR from HR on the fly (bicubic)")
+    patch_size: int = _f(64, "LR patch side in pixels (the HR patch is patch_size * scale)")
+    num_workers: int = _f(4, "DataLoader worker processes per rank (0 = load in the training process)")
+    seed: int = _f(0, "seed of the sample stream: sample i depends only on (seed, i), which makes resume exact")
+
+
+@dataclass
+class ValSetConfig:
+    path: str = _f("", "benchmark folder holding HR/ and optionally LR_bicubic/X{scale}/")
+    name: str | None = _f(None, "name shown in logs (default: the folder name)")
+
+
+@dataclass
+class DataConfig:
+    train: TrainDataConfig = field(default_factory=TrainDataConfig, metadata={"help": "training data"})
+    val: list[ValSetConfig] = _f([], "validation sets, each {path, name}")
+    val_max_images: int | None = _f(None, "validate on the first N images of each set only (null = all)")
+
+
+@dataclass
+class ScheduleConfig:
+    kind: Literal["multistep", "cosine"] = _f("multistep", "learning-rate schedule: multistep or cosine")
+    milestones: list[int] = _f([], "multistep: iterations at which the rate is multiplied by gamma")
+    gamma: float = _f(0.5, "multistep: factor applied at each milestone")
+    warmup_iterations: int = _f(0, "linear warm-up from 0 to train.lr over this many iterations")
+    min_lr: float = _f(1e-7, "cosine: the rate at the last iteration")
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = _f(1_600_000, "total optimiser steps")
+    batch_size: int = _f(32, "global batch size (split evenly across DDP ranks)")
+    lr: float = _f(5e-4, "peak learning rate")
+    optimizer: Literal["adam", "adamw"] = _f("adam", "adam or adamw")
+    betas: list[float] = _f([0.9, 0.99], "Adam betas")
+    weight_decay: float = _f(0.0, "weight decay (decoupled for adamw)")
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"help": "learning-rate schedule"})
+    loss: Literal["l1", "charbonnier"] = _f("l1", "pixel loss: l1 or charbonnier")
+    charbonnier_eps: float = _f(1e-3, "charbonnier: sqrt((x - y)^2 + eps^2)")
+    grad_clip: float | None = _f(None, "clip the global gradient norm to this value (null = no clipping)")
+    ema_decay: float = _f(0.999, "EMA decay of the weights used for validation and export (0 = no averaging)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "auto = bf16 autocast on CUDA where supported, else fp32; fp16 uses a GradScaler (CUDA only)"
+    )
+    channels_last: bool | None = _f(None, "null = the measured per-device default (mlkasr.models.runtime)")
+    compile: bool = _f(False, "torch.compile the network (costs ~20 s+ at start)")
+    save_every: int = _f(5000, "write a checkpoint every N iterations (and at the end)")
+    val_every: int = _f(5000, "validate every N iterations (and at the end)")
+    keep_last: int = _f(3, "checkpoints kept besides best.pt")
+    nan_tolerance: int = _f(10, "stop after this many consecutive non-finite steps (each is skipped)")
+    seed: int = _f(0, "seed of the network initialisation")
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = _f(100, "write loss / lr / speed to the log and TensorBoard every N iterations")
+    tensorboard: bool = _f(True, "write TensorBoard events into RUN_DIR/tensorboard")
+    progress_bar: bool = _f(True, "tqdm progress bar on rank 0")
+    val_panels: int = _f(1, "image panels (bicubic | SR | HR) logged per validation set")
+
+
+@dataclass
+class Config:
+    """A whole training run. ``name`` is the default run folder: runs/NAME."""
+
+    name: str = _f("run", "run name; the run folder defaults to runs/NAME")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the network"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "training and validation data"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimisation"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logs and progress"})
