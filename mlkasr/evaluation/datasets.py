@@ -1,0 +1,138 @@
+"""Benchmark folders (Set5, Set14, B100, Urban100, ...) loaded as HR/LR pairs ready for evaluation.
+
+A benchmark folder holds ``HR/`` and optionally ``LR_bicubic/X{s}/`` with ``{stem}x{s}.png`` or ``{stem}.png``.
+LR images that are not shipped are made from HR with the project's MATLAB-exact bicubic (``make_lr``), so a folder
+of HR images alone is a valid benchmark. HR is modcropped to a multiple of the scale. Grayscale HR stays
+single-channel (the metrics compare that channel); the LR the network sees is always 3-channel RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MlkasrError
+from ..imaging.io import is_image_file, read_image, to_rgb
+from ..imaging.resize import make_lr, modcrop
+
+__all__ = ["BenchmarkImage", "BenchmarkSet", "DatasetError", "load_benchmark_set"]
+
+HR_DIR = "HR"
+LR_DIR = "LR_bicubic"
+
+
+class DatasetError(MlkasrError):
+    """A benchmark folder or file that cannot be used; the message names it and what was expected."""
+
+
+@dataclass(frozen=True)
+class BenchmarkImage:
+    name: str  # file stem, e.g. "baby"
+    hr: np.ndarray = field(repr=False)  # modcropped, H x W x 1 (grayscale) or H x W x 3, uint8
+    lr: np.ndarray = field(repr=False)  # H/s x W/s x 3 RGB uint8: the network input
+    lr_generated: bool = False  # True when made from HR here rather than read from LR_bicubic
+
+    @property
+    def grayscale(self) -> bool:
+        return self.hr.shape[2] == 1
+
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    name: str  # the folder's name: the key in reports
+    root: Path
+    scale: int
+    images: tuple[BenchmarkImage, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[BenchmarkImage]:
+        return iter(self.images)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    # Published metrics are defined on 8-bit images; a 16-bit benchmark is reduced to 8 bits (rounded).
+    if image.dtype == np.uint16:
+        return np.floor(image.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    return image
+
+
+def _drop_alpha(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[:, :, :3]) if image.shape[2] == 4 else image
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted; anything else (but hidden files) is reported and skipped."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and is_image_file(path):
+            files.append(path)
+        elif path.is_file():
+            warnings.warn(f"{path}: not an image file (by extension), skipped", stacklevel=3)
+    return files
+
+
+def _lr_files(lr_dir: Path, scale: int) -> dict[str, Path]:
+    """LR files by the HR stem they belong to: ``{stem}x{s}.ext`` or ``{stem}.ext``."""
+    if not lr_dir.is_dir():
+        return {}
+    by_stem: dict[str, Path] = {}
+    suffix = f"x{scale}"
+    for path in _image_files(lr_dir):
+        stem = path.stem[: -len(suffix)] if path.stem.endswith(suffix) else path.stem
+        if stem in by_stem:
+            raise DatasetError(f"{lr_dir}: both {by_stem[stem].name} and {path.name} claim HR image {stem!r}")
+        by_stem[stem] = path
+    return by_stem
+
+
+def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = None) -> BenchmarkSet:
+    """Read every HR image of ``root/HR`` with its LR (shipped or generated) for this scale."""
+    root = Path(root)
+    if not isinstance(scale, int) or scale < 1:
+        raise DatasetError(f"scale must be a positive integer, got {scale!r}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: benchmark folder not found (expected a folder with an {HR_DIR}/ subfolder)")
+    hr_dir = root / HR_DIR
+    if not hr_dir.is_dir():
+        raise DatasetError(f"{root}: no {HR_DIR}/ subfolder (a benchmark folder holds {HR_DIR}/ and optionally {LR_DIR}/X{scale}/)")
+    hr_paths = _image_files(hr_dir)
+    if not hr_paths:
+        raise DatasetError(f"{hr_dir}: no image files")
+    lr_dir = root / LR_DIR / f"X{scale}"
+    lr_paths = _lr_files(lr_dir, scale)
+    images = []
+    for hr_path in hr_paths:
+        hr = _drop_alpha(_to_uint8(read_image(hr_path)))
+        if hr.shape[0] < scale or hr.shape[1] < scale:
+            raise DatasetError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale x{scale}")
+        hr = np.ascontiguousarray(modcrop(hr, scale))
+        expected = (hr.shape[0] // scale, hr.shape[1] // scale)
+        lr_path = lr_paths.get(hr_path.stem)
+        if lr_path is None:
+            lr = to_rgb(make_lr(hr, scale))
+        else:
+            lr = to_rgb(_drop_alpha(_to_uint8(read_image(lr_path))))
+            if lr.shape[:2] != expected:
+                raise DatasetError(
+                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} "
+                    f"(floor of HR {hr_path.name} / {scale})"
+                )
+        images.append(BenchmarkImage(hr_path.stem, hr, lr, lr_generated=lr_path is None))
+    if lr_paths:
+        missing = [image.name for image in images if image.lr_generated]
+        if missing:
+            warnings.warn(
+                f"{lr_dir}: no LR for {len(missing)} HR image(s) ({', '.join(missing[:5])}"
+                f"{', ...' if len(missing) > 5 else ''}); generated them with MATLAB bicubic",
+                stacklevel=2,
+            )
+    return BenchmarkSet(name=name or root.name, root=root, scale=scale, images=tuple(images))

@@ -1,0 +1,173 @@
+"""Evaluate a model (or the bicubic baseline) on benchmark sets: the API behind ``mlkasr eval`` and validation.
+
+:func:`evaluate` prints nothing and returns an :class:`EvaluationReport`; callers (the CLI, the trainer) format it.
+Models run through the shared inference engine (:class:`mlkasr.inference.Upscaler`), so tiling, self-ensemble
+and precision behave as in ``mlkasr upscale``; metrics are numpy float64 (see metrics.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import MlkasrError
+from ..imaging.io import write_bytes_atomic, write_image
+from ..imaging.resize import imresize
+from .compare import comparison_picture
+from .datasets import BenchmarkImage, BenchmarkSet
+from .metrics import ImageScore, score
+
+if TYPE_CHECKING:
+    from ..inference import Upscaler
+
+__all__ = [
+    "BICUBIC",
+    "DatasetResult",
+    "EvaluationReport",
+    "ImageResult",
+    "bicubic_upscale",
+    "evaluate",
+    "write_json",
+]
+
+BICUBIC = "bicubic"
+
+# Called after each image: (dataset name, image, its result). The CLI advances its progress bar here.
+ImageCallback = Callable[[str, BenchmarkImage, "ImageResult"], None]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    name: str
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    name: str
+    images: tuple[ImageResult, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+    @property
+    def psnr(self) -> float:
+        """Mean of the per-image PSNRs (the tables' convention, not the PSNR of the mean MSE)."""
+        return float(np.mean([image.psnr for image in self.images]))
+
+    @property
+    def ssim(self) -> float:
+        return float(np.mean([image.ssim for image in self.images]))
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    model: str  # "bicubic" or what the caller named the model (e.g. a checkpoint path)
+    scale: int
+    datasets: tuple[DatasetResult, ...]
+
+    def __getitem__(self, name: str) -> DatasetResult:
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of ``mlkasr eval --json`` (non-finite PSNR, i.e. identical images, becomes null)."""
+        return {
+            "model": self.model,
+            "scale": self.scale,
+            "datasets": {
+                d.name: {
+                    "n": d.n,
+                    "psnr": _finite(d.psnr),
+                    "ssim": d.ssim,
+                    "images": {i.name: {"psnr": _finite(i.psnr), "ssim": i.ssim} for i in d.images},
+                }
+                for d in self.datasets
+            },
+        }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def write_json(report: EvaluationReport, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return path
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB-exact bicubic upscaling of the uint8 LR (rounded as MATLAB does)."""
+    return imresize(lr, scale=scale)
+
+
+def evaluate(
+    upscaler: Upscaler | None,
+    sets: Sequence[BenchmarkSet],
+    *,
+    model_name: str | None = None,
+    save_images: str | os.PathLike | None = None,
+    on_image: ImageCallback | None = None,
+) -> EvaluationReport:
+    """Score ``upscaler`` (``None`` = the bicubic baseline) on every image of ``sets``.
+
+    ``save_images``: a folder that receives ``{dataset}/{stem}.png`` (the SR output) and
+    ``{dataset}/compare/{stem}.png`` (bicubic | SR | HR crops with their PSNR).
+    The upscaler's model is left in eval mode; a trainer calls ``model.train()`` afterwards.
+    """
+    if not sets:
+        raise MlkasrError("evaluate: no benchmark sets given")
+    scale = upscaler.scale if upscaler is not None else sets[0].scale
+    names = [s.name for s in sets]
+    for benchmark in sets:
+        if benchmark.scale != scale:
+            raise MlkasrError(f"{benchmark.root}: loaded for x{benchmark.scale}, but the model is x{scale}")
+        if names.count(benchmark.name) > 1:
+            raise MlkasrError(f"two benchmark folders are both named {benchmark.name!r}; results are keyed by folder name")
+    out_dir = Path(save_images) if save_images is not None else None
+    name = model_name or (BICUBIC if upscaler is None else getattr(getattr(upscaler.model, "spec", None), "name", "model"))
+    results = []
+    for benchmark in sets:
+        image_results = []
+        for image in benchmark:
+            bicubic = bicubic_upscale(image.lr, scale) if upscaler is None or out_dir is not None else None
+            sr = bicubic if upscaler is None else upscaler.upscale_image(image.lr)
+            sr_score = score(sr, image.hr, scale)
+            result = ImageResult(image.name, sr_score.psnr, sr_score.ssim)
+            if out_dir is not None:
+                bicubic_score = sr_score if upscaler is None else score(bicubic, image.hr, scale)
+                _save(out_dir / benchmark.name, image, sr, bicubic, sr_score, bicubic_score, name)
+            image_results.append(result)
+            if on_image is not None:
+                on_image(benchmark.name, image, result)
+        results.append(DatasetResult(benchmark.name, tuple(image_results)))
+    return EvaluationReport(model=name, scale=scale, datasets=tuple(results))
+
+
+def _save(
+    folder: Path,
+    image: BenchmarkImage,
+    sr: np.ndarray,
+    bicubic: np.ndarray,
+    sr_score: ImageScore,
+    bicubic_score: ImageScore,
+    model_name: str,
+) -> None:
+    write_image(folder / f"{image.name}.png", sr)
+    label = "Bicubic" if model_name == BICUBIC else "SR"
+    picture = comparison_picture(bicubic, sr, image.hr, bicubic_score.psnr, sr_score.psnr, sr_label=label)
+    write_image(folder / "compare" / f"{image.name}.png", picture)
