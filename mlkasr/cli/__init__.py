@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info",)
+COMMANDS = ("info", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,114 @@
+"""``mlkasr eval``: PSNR/SSIM of a checkpoint (or the bicubic baseline) on benchmark folders, as papers report them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="PATH|bicubic", help="a weights file (.safetensors, .pth) or 'bicubic' for the baseline")
+    parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="benchmark folders, each with HR/ and optionally LR_bicubic/X{s}/")
+    parser.add_argument("--scale", type=int, help="upscaling factor; required with bicubic, taken from the checkpoint otherwise")
+    parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
+    parser.add_argument("--tile", type=int, metavar="N", help="run the model on N x N LR tiles (bounded memory)")
+    parser.add_argument("--tile-overlap", type=int, metavar="K", help="LR pixels shared by neighbouring tiles (default: the engine's measured default)")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
+    parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
+    parser.add_argument("--verbose", action="store_true", help="add one row per image to the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+
+    from tqdm import tqdm
+
+    from ..errors import MlkasrError
+    from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
+
+    upscaler = None
+    if args.model == BICUBIC:
+        model_only = [flag for flag, value in (("--self-ensemble", args.self_ensemble), ("--tile", args.tile),
+                      ("--tile-overlap", args.tile_overlap), ("--device", args.device), ("--precision", args.precision))
+                      if value not in (None, False)]
+        if model_only:
+            raise MlkasrError(f"{', '.join(model_only)} only apply to a model; --model bicubic runs no network")
+        if args.scale is None:
+            raise MlkasrError("--scale is required with --model bicubic (a checkpoint carries its own)")
+        if args.scale < 1:
+            raise MlkasrError(f"--scale must be a positive integer, got {args.scale}")
+        scale = args.scale
+    else:
+        upscaler = _build_upscaler(args)
+        scale = upscaler.scale
+
+    # Loading warnings (skipped non-image files, generated LR) go to stderr as one line each.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sets = [load_benchmark_set(folder, scale) for folder in args.data]
+    for warning in caught:
+        tqdm.write(f"mlkasr eval: warning: {warning.message}")
+
+    total = sum(len(s) for s in sets)
+    started = time.perf_counter()
+    with tqdm(total=total, unit="img", desc="eval", leave=False, dynamic_ncols=True) as bar:
+
+        def on_image(dataset, image, result) -> None:
+            bar.set_postfix_str(f"{dataset}/{image.name}", refresh=False)
+            bar.update(1)
+
+        report = evaluate(upscaler, sets, model_name=args.model, save_images=args.save_images, on_image=on_image)
+    elapsed = time.perf_counter() - started
+
+    print(f"{_describe(args, upscaler)}  x{scale}")
+    rows = [("dataset", "images", "PSNR", "SSIM")]
+    for dataset in report.datasets:
+        rows.append((dataset.name, str(dataset.n), f"{dataset.psnr:.2f}", f"{dataset.ssim:.4f}"))
+        if args.verbose:
+            rows.extend((f"  {i.name}", "", f"{i.psnr:.2f}", f"{i.ssim:.4f}") for i in dataset.images)
+    width = max(len(row[0]) for row in rows) + 2
+    for row in rows:
+        print(f"{row[0]:<{width}}{row[1]:>6}  {row[2]:>7}  {row[3]:>7}")
+    print(f"{total} images in {elapsed:.1f} s (PSNR/SSIM on Y, or the grey channel; {scale}-pixel border cropped)")
+    if args.json is not None:
+        print(f"wrote {write_json(report, args.json)}")
+    if args.save_images is not None:
+        print(f"wrote SR images and comparisons under {args.save_images}")
+    return 0
+
+
+def _build_upscaler(args: argparse.Namespace):
+    from ..errors import MlkasrError
+    from ..inference import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
+    from ..models import load_model
+
+    if not Path(args.model).is_file():
+        raise MlkasrError(f"--model {args.model}: no such file (give a weights file or 'bicubic')")
+    model = load_model(args.model)
+    if args.scale is not None and args.scale != model.scale:
+        raise MlkasrError(f"--scale {args.scale} disagrees with {args.model}, which is a x{model.scale} model")
+    options = InferenceOptions(
+        device=args.device or "cpu",
+        precision=args.precision or "fp32",
+        tile=args.tile,
+        tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        self_ensemble=args.self_ensemble,
+    )
+    return Upscaler(model, options)
+
+
+def _describe(args: argparse.Namespace, upscaler) -> str:
+    if upscaler is None:
+        return "bicubic (MATLAB-exact)"
+    spec = upscaler.model.spec
+    extras = [upscaler.options.precision, upscaler.options.device]
+    if upscaler.options.self_ensemble:
+        extras.append("self-ensemble x8")
+    if upscaler.options.tile is not None:
+        extras.append(f"tile {upscaler.options.tile}/{upscaler.options.tile_overlap}")
+    return f"{spec.name} from {args.model} ({', '.join(extras)})"
