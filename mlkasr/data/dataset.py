@@ -1,0 +1,170 @@
+"""Paired LR/HR training patches, indexed by a *draw index* so that any sample can be reproduced from (seed, i).
+
+Draw ``i`` (any non-negative integer: the dataset is an infinite stream) uses image
+``permutation(seed, epoch = i // n)[i % n]`` and a crop and augmentation drawn from an RNG seeded with
+``(seed, i)`` only. Nothing depends on the worker, the process or what was drawn before, so the stream is the same
+with 0 or N workers, resumes exactly at any draw, and splits into disjoint shards for DDP (see ``loader``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..imaging.io import to_rgb
+from ..imaging.resize import make_lr
+from .errors import DataError
+from .sources import PatchSource, SourceItem
+from .subimages import expected_lr_shape
+
+_PERMUTATION_STREAM = 0  # separate RNG streams for the epoch order and the per-draw crop/augmentation
+_DRAW_STREAM = 1
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Everything random about draw ``index``: which image, where the crop is (LR pixels), which transforms."""
+
+    index: int
+    key: str
+    top: int
+    left: int
+    hflip: bool
+    vflip: bool
+    rot90: bool
+
+
+def augment(image: np.ndarray, draw: Draw) -> np.ndarray:
+    """The draw's flips, then a 90-degree rotation; the same call on LR and HR keeps them aligned."""
+    if draw.hflip:
+        image = image[:, ::-1]
+    if draw.vflip:
+        image = image[::-1]
+    if draw.rot90:
+        image = np.rot90(image, 1, axes=(0, 1))
+    return image
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWxC uint8/uint16 -> CxHxW float32 in [0, 1]."""
+    peak = 65535.0 if image.dtype == np.uint16 else 255.0
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(chw).mul_(1.0 / peak)
+
+
+class PairedPatchDataset(Dataset):
+    """Aligned random crops (LR ``patch_size``, HR ``scale * patch_size``) from any ``PatchSource``.
+
+    ``dataset[i]`` -> ``{"lr": 3xPxP, "hr": 3x(SP)x(SP) float32 RGB in [0, 1], "key": str}``. ``len()`` is the
+    number of images (one epoch of draws); indices past it are valid and continue into later epochs.
+    ``cache_images`` keeps decoded images in memory per process: worth it for a few hundred full-size images read
+    from a folder, pointless for LMDB sub-images (decoding a 480x480 PNG is cheap).
+    """
+
+    def __init__(self, source: PatchSource, scale: int, patch_size: int, augment: bool = True, seed: int = 0,
+                 cache_images: bool = False) -> None:
+        if scale < 1 or patch_size < 1:
+            raise DataError(f"scale and patch size must be positive, got scale {scale}, patch size {patch_size}")
+        if seed < 0:
+            raise DataError(f"seed must be a non-negative integer, got {seed}")
+        self.source = source
+        self.scale = scale
+        self.patch_size = patch_size
+        self.augment = augment
+        self.seed = seed
+        self.cache_images = cache_images
+        self.items: list[SourceItem] = source.index(scale)
+        if not self.items:
+            raise DataError(f"{source.describe()}: no images")
+        for item in self.items:  # cheap checks of sizes already known (meta_info.txt); the rest when loaded
+            if item.hr_shape is not None:
+                self._check_sizes(item, item.hr_shape, item.lr_shape if source.paired else None)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._permutation: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = {}  # each worker fills its own; never pickle decoded images to spawned workers
+        return state
+
+    def describe(self) -> str:
+        return f"{self.source.describe()}: {len(self.items)} images, x{self.scale}, LR patch {self.patch_size}"
+
+    # -- the stream -----------------------------------------------------------------------------------------
+    def image_position(self, index: int) -> int:
+        """Position in ``items`` of the image used by draw ``index``."""
+        if index < 0:
+            raise IndexError(f"draw index must be non-negative, got {index}")
+        epoch, offset = divmod(index, len(self.items))
+        if self._permutation is None or self._permutation[0] != epoch:
+            rng = np.random.default_rng([self.seed, _PERMUTATION_STREAM, epoch])
+            self._permutation = (epoch, rng.permutation(len(self.items)))
+        return int(self._permutation[1][offset])
+
+    def plan(self, index: int, lr_height: int, lr_width: int) -> Draw:
+        item = self.items[self.image_position(index)]
+        rng = np.random.default_rng([self.seed, _DRAW_STREAM, index])
+        top = int(rng.integers(0, lr_height - self.patch_size + 1))
+        left = int(rng.integers(0, lr_width - self.patch_size + 1))
+        flips = rng.random(3) < 0.5
+        if not self.augment:
+            flips[:] = False
+        return Draw(index, item.key, top, left, bool(flips[0]), bool(flips[1]), bool(flips[2]))
+
+    def locate(self, index: int) -> Draw:
+        """The draw of ``index`` without making the patch (loads the image for its size)."""
+        position = self.image_position(index)
+        hr, lr = self._load(position)
+        lr_h, lr_w = self._lr_size(self.items[position], hr, lr)
+        return self.plan(index, lr_h, lr_w)
+
+    def __getitem__(self, index: int) -> dict:
+        position = self.image_position(int(index))
+        item = self.items[position]
+        hr, lr = self._load(position)
+        lr_h, lr_w = self._lr_size(item, hr, lr)
+        draw = self.plan(int(index), lr_h, lr_w)
+        p, s = self.patch_size, self.scale
+        hr_patch = hr[draw.top * s : (draw.top + p) * s, draw.left * s : (draw.left + p) * s]
+        if lr is None:
+            lr_patch = make_lr(hr_patch, s)  # the project's MATLAB bicubic, on the HR patch
+        else:
+            lr_patch = lr[draw.top : draw.top + p, draw.left : draw.left + p]
+        return {"lr": to_tensor(augment(lr_patch, draw)), "hr": to_tensor(augment(hr_patch, draw)), "key": item.key}
+
+    # -- loading and validation -------------------------------------------------------------------------------
+    def _load(self, position: int) -> tuple[np.ndarray, np.ndarray | None]:
+        cached = self._cache.get(position)
+        if cached is not None:
+            return cached
+        item = self.items[position]
+        hr = to_rgb(self.source.load_hr(item))
+        lr = to_rgb(self.source.load_lr(item)) if self.source.paired else None
+        self._check_sizes(item, hr.shape, None if lr is None else lr.shape)
+        if self.cache_images:
+            self._cache[position] = (hr, lr)
+        return hr, lr
+
+    def _lr_size(self, item: SourceItem, hr: np.ndarray, lr: np.ndarray | None) -> tuple[int, int]:
+        return lr.shape[:2] if lr is not None else expected_lr_shape(hr.shape, self.scale)
+
+    def _check_sizes(self, item: SourceItem, hr_shape: tuple[int, ...], lr_shape: tuple[int, ...] | None) -> None:
+        s, p = self.scale, self.patch_size
+        expected = expected_lr_shape(hr_shape, s)
+        if lr_shape is not None and tuple(lr_shape[:2]) != expected:
+            raise DataError(
+                f"{self.source.where(item, lr=True)}: LR is {lr_shape[1]}x{lr_shape[0]} (WxH), expected "
+                f"{expected[1]}x{expected[0]} for HR {self.source.where(item)} of {hr_shape[1]}x{hr_shape[0]} at x{s}"
+            )
+        if min(expected) < p:
+            raise DataError(
+                f"{self.source.where(item)}: HR {hr_shape[1]}x{hr_shape[0]} (LR {expected[1]}x{expected[0]}) is "
+                f"smaller than the patch: LR patch {p}x{p} needs HR of at least {s * p}x{s * p}; "
+                "use a smaller patch size or remove this image"
+            )
