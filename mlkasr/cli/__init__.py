@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval")
+COMMANDS = ("info", "eval", "prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:
