@@ -64,16 +64,20 @@ def _axis_weights(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, 
 
 
 def _resize_first_axis(x: np.ndarray, out_len: int, scale: float, max_value: float | None) -> np.ndarray:
-    """One pass along axis 0 of a float64 array; rounds/clips to the integer range when ``max_value`` is set."""
+    """One pass along axis 0 of a contiguous float64 array; rounds/clips to the integer range when ``max_value`` is set."""
     weights, indices = _axis_weights(x.shape[0], out_len, scale)
-    extra = (slice(None),) + (None,) * (x.ndim - 1)  # broadcast a per-output weight over the other axes
-    out = weights[:, 0][extra] * x[indices[:, 0]]
+    flat = x.reshape(x.shape[0], -1)  # each output row is a weighted sum of whole input rows
+    out = np.multiply(flat[indices[:, 0]], weights[:, 0, None])
+    term = np.empty_like(out)
     for t in range(1, weights.shape[1]):  # a loop over the few taps, never over pixels
-        out += weights[:, t][extra] * x[indices[:, t]]
+        np.take(flat, indices[:, t], axis=0, out=term)
+        term *= weights[:, t, None]
+        out += term
     if max_value is not None:
         np.clip(out, 0.0, max_value, out=out)
-        np.floor(out + 0.5, out=out)  # half away from zero (values are non-negative after clipping)
-    return out
+        out += 0.5
+        np.floor(out, out=out)  # half away from zero (values are non-negative after clipping)
+    return out.reshape((out_len,) + x.shape[1:])
 
 
 def _output_length(length: int, scale: float) -> int:
@@ -121,7 +125,9 @@ def _resize(image: np.ndarray, out_shape: tuple[int, int], scales: tuple[float, 
         if axis == 0:
             x = _resize_first_axis(x, out_shape[0], scales[0], max_value)
         else:
-            x = np.swapaxes(_resize_first_axis(np.swapaxes(x, 0, 1), out_shape[1], scales[1], max_value), 0, 1)
+            # Width pass on a transposed contiguous copy: row gathers of contiguous memory are the fast case.
+            x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+            x = np.swapaxes(_resize_first_axis(x, out_shape[1], scales[1], max_value), 0, 1)
     if max_value is not None:
         return np.ascontiguousarray(x, dtype=image.dtype)
     return np.ascontiguousarray(x)
