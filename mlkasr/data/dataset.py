@@ -51,8 +51,9 @@ def augment(image: np.ndarray, draw: Draw) -> np.ndarray:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWxC uint8/uint16 -> CxHxW float32 in [0, 1]."""
     peak = 65535.0 if image.dtype == np.uint16 else 255.0
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    return torch.from_numpy(chw).mul_(1.0 / peak)
+    chw = image.transpose(2, 0, 1).astype(np.float32)  # one copy: converts and makes CHW contiguous
+    chw *= np.float32(1.0 / peak)  # numpy, not torch: no intra-op thread pool in a loader worker
+    return torch.from_numpy(chw)
 
 
 class PairedPatchDataset(Dataset):

@@ -1,0 +1,109 @@
+"""How fast the loader delivers patches, per source kind; ``mlkasr bench --what data`` calls ``measure_loader``.
+
+``bench_sources`` builds the three kinds of source from one folder of HR images (a small LMDB pair and LR folder
+made by the preparation code itself), so the numbers compare like with like.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..imaging.io import list_images
+from .dataset import PairedPatchDataset
+from .loader import build_loader
+from .sources import FolderPairSource, HrOnlySource, LmdbPairSource, PatchSource
+
+
+@dataclass(frozen=True)
+class LoaderThroughput:
+    source: str
+    scale: int
+    patch_size: int
+    batch_size: int
+    num_workers: int
+    batches: int
+    seconds: float
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.batches * self.batch_size / self.seconds
+
+    def row(self) -> str:
+        return (f"{self.source:<12} x{self.scale} P={self.patch_size:<3} batch {self.batch_size:<3} "
+                f"workers {self.num_workers}: {self.patches_per_s:8.1f} patches/s")
+
+
+def measure_loader(source: PatchSource, name: str = "", scale: int = 4, patch_size: int = 48, batch_size: int = 16,
+                   num_workers: int = 0, batches: int = 20, warmup: int = 2, seed: int = 0,
+                   cache_images: bool = False) -> LoaderThroughput:
+    """Patches per second over ``batches`` batches, after ``warmup`` batches (worker start-up is not counted)."""
+    dataset = PairedPatchDataset(source, scale, patch_size, augment=True, seed=seed, cache_images=cache_images)
+    loader = build_loader(dataset, batch_size, num_workers=num_workers, seed=seed, pin_memory=False)
+    iterator = iter(loader)
+    for _ in range(warmup):
+        next(iterator)
+    begin = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    seconds = time.perf_counter() - begin
+    del iterator  # shuts the workers down
+    return LoaderThroughput(name or type(source).__name__, scale, patch_size, batch_size, num_workers, batches, seconds)
+
+
+def bench_sources(hr_dir: str | os.PathLike, workdir: str | os.PathLike, scale: int = 4,
+                  limit: int | None = None) -> dict[str, PatchSource]:
+    """{"lmdb", "folder", "on-the-fly"} sources over the same images (the first ``limit`` of ``hr_dir``).
+
+    The LMDB pair holds 480x480 sub-images (step 240) as ``prepare div2k`` makes them; the folder pair holds the
+    full images and their LR.
+    """
+    from .extract import LrCut, extract_subimages
+    from .lr import generate_lr, lr_folder
+    from .pack import pack_folder
+
+    workdir = Path(workdir)
+    files = list_images(hr_dir)[:limit]
+    hr = workdir / "HR"
+    hr.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = hr / path.name
+        if not target.exists():
+            os.symlink(path.resolve(), target)
+    lr_root = workdir / "LR"
+    if not lr_folder(lr_root, scale).exists():
+        generate_lr(hr, lr_root, [scale], progress=False)
+    if not (workdir / "HR_sub.lmdb").exists():
+        extract_subimages(hr, workdir / "HR_sub", lr=[LrCut(lr_folder(lr_root, scale), workdir / "LR_sub", scale)],
+                          progress=False)
+        pack_folder(workdir / "HR_sub", workdir / "HR_sub.lmdb", progress=False)
+        pack_folder(workdir / "LR_sub", workdir / "LR_sub.lmdb", progress=False)
+    return {
+        "lmdb": LmdbPairSource(workdir / "HR_sub.lmdb", workdir / "LR_sub.lmdb"),
+        "folder": FolderPairSource(hr, lr_folder(lr_root, scale)),
+        "on-the-fly": HrOnlySource(hr),
+    }
+
+
+def main() -> None:
+    """``python -m mlkasr.data.throughput HR_DIR [WORKDIR]``: the table of the issue (x4, batch 16, P 48/64, 0/2 workers)."""
+    import sys
+    import tempfile
+
+    hr_dir = sys.argv[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = sys.argv[2] if len(sys.argv) > 2 else tmp
+        sources = bench_sources(hr_dir, workdir)
+        for name, source in sources.items():
+            for cache in ((False, True) if name != "lmdb" else (False,)):
+                for patch in (48, 64):
+                    for workers in (0, 2):
+                        result = measure_loader(source, f"{name}{'+cache' if cache else ''}", 4, patch, 16, workers,
+                                                cache_images=cache)
+                        print(result.row(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Data preparation: sub-image coverage and alignment, LR, LMDB layout and safety, checks, the div2k recipe, CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from mlkasr.cli import main
+from mlkasr.data import (
+    DataError,
+    LmdbImageReader,
+    LmdbWriter,
+    LrCut,
+    SubImageGrid,
+    check_lmdb,
+    extract_subimages,
+    generate_lr,
+    grid_windows,
+    pack_folder,
+    prepare_div2k,
+    read_meta_info,
+    window_starts,
+)
+from mlkasr.imaging.io import list_images, read_image, write_image
+from mlkasr.imaging.resize import make_lr
+
+
+def textured(h: int, w: int, c: int = 3, seed: int = 0, dtype=np.uint8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    peak = np.iinfo(dtype).max
+    return rng.integers(0, peak + 1, size=(h, w, c), dtype=np.int64).astype(dtype)
+
+
+def bsd_subset(tmp_path: Path, n: int) -> Path:
+    """The first ``n`` BSD200 images of the shared 291-image set, copied into tmp_path/HR."""
+    source = shared_path("train", "BSD200")
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    for path in list_images(source)[:n]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+# -- geometry ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("length,size,step,align", [(1000, 480, 240, 1), (1356, 480, 240, 12), (481, 480, 240, 1),
+                                                    (479, 480, 240, 4), (2040, 480, 240, 12), (97, 16, 7, 1)])
+def test_windows_cover_the_aligned_length_and_start_aligned(length, size, step, align):
+    starts, window = window_starts(length, size, step, align)
+    usable = length - length % align
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + window] = True
+    assert covered[:usable].all() and not covered[usable:].any()
+    assert all(s % align == 0 for s in starts)
+    assert starts[-1] + window == usable  # the last window is flush to the (aligned) border
+    assert all(b - a <= step for a, b in zip(starts, starts[1:]))
+
+
+def test_subimage_size_and_step_must_be_multiples_of_the_scales():
+    with pytest.raises(DataError, match="multiples of 12"):
+        SubImageGrid.for_scales(480, 250, [3, 4])
+
+
+def test_subimages_reassemble_the_whole_image(tmp_path):
+    hr = bsd_subset(tmp_path, 2)
+    report = extract_subimages(hr, tmp_path / "sub", size=200, step=150, workers=1, progress=False)
+    assert report.images == 2
+    for path in list_images(hr):
+        image = read_image(path)
+        canvas = np.zeros_like(image)
+        filled = np.zeros(image.shape[:2], bool)
+        windows = grid_windows(*image.shape[:2], SubImageGrid(200, 150))
+        for index, window in enumerate(windows):
+            sub = read_image(tmp_path / "sub" / f"{path.stem}_s{index + 1:03d}.png")
+            assert sub.shape == (window.height, window.width, image.shape[2])
+            canvas[window.top : window.top + window.height, window.left : window.left + window.width] = sub
+            filled[window.top : window.top + window.height, window.left : window.left + window.width] = True
+        assert filled.all()
+        np.testing.assert_array_equal(canvas, image)
+    assert report.subimages == len(list_images(tmp_path / "sub"))
+
+
+def test_lr_subimages_are_the_lr_of_their_hr_subimages(tmp_path):
+    """Windows aligned to lcm(2,3,4): LR sub = crop of the full LR, and equals make_lr(HR sub) away from its border."""
+    hr_dir = tmp_path / "HR"
+    write_image(hr_dir / "0001.png", textured(203, 310, seed=1))  # sides not multiples of 12
+    generate_lr(hr_dir, tmp_path / "LR", [3, 4], workers=1, progress=False)
+    cuts = [LrCut(tmp_path / "LR" / f"X{s}", tmp_path / f"X{s}_sub", s) for s in (3, 4)]
+    extract_subimages(hr_dir, tmp_path / "HR_sub", size=96, step=48, lr=cuts, workers=2, progress=False)
+    hr_subs = list_images(tmp_path / "HR_sub")
+    assert [p.name for p in hr_subs] == [p.name for p in list_images(tmp_path / "X4_sub")]  # x4 suffix stripped
+    full = read_image(hr_dir / "0001.png")
+    for s in (3, 4):
+        full_lr = make_lr(full, s)
+        for index, window in enumerate(grid_windows(203, 310, SubImageGrid.for_scales(96, 48, [3, 4]))):
+            lr_sub = read_image(tmp_path / f"X{s}_sub" / f"0001_s{index + 1:03d}.png")
+            np.testing.assert_array_equal(lr_sub, window.scaled_down(s).cut(full_lr))
+            hr_sub = read_image(tmp_path / "HR_sub" / f"0001_s{index + 1:03d}.png")
+            assert hr_sub.shape[:2] == (lr_sub.shape[0] * s, lr_sub.shape[1] * s)
+            np.testing.assert_array_equal(make_lr(hr_sub, s)[3:-3, 3:-3], lr_sub[3:-3, 3:-3])
+
+
+def test_lr_subimages_refuse_an_lr_image_of_the_wrong_size(tmp_path):
+    write_image(tmp_path / "HR" / "a.png", textured(64, 64))
+    write_image(tmp_path / "LR" / "ax4.png", textured(15, 16))
+    with pytest.raises(DataError, match=r"ax4.png: LR is 16x15 \(WxH\), expected 16x16"):
+        extract_subimages(tmp_path / "HR", tmp_path / "sub", 32, 16, [LrCut(tmp_path / "LR", tmp_path / "lsub", 4)],
+                          workers=1, progress=False)
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "lsub").exists()
+
+
+def test_generate_lr_is_make_lr_with_div2k_names(tmp_path):
+    hr = bsd_subset(tmp_path, 3)
+    generate_lr(hr, tmp_path / "LR", [2, 4], workers=2, progress=False)
+    for path in list_images(hr):
+        for s in (2, 4):
+            np.testing.assert_array_equal(read_image(tmp_path / "LR" / f"X{s}" / f"{path.stem}x{s}.png"),
+                                          make_lr(read_image(path), s))
+
+
+# -- LMDB ----------------------------------------------------------------------------------------------------------
+def test_lmdb_round_trip_is_bit_exact_with_basicsr_meta_info(tmp_path):
+    images = {"rgb_s001": textured(40, 50, 3, 1), "grey": textured(33, 21, 1, 2), "rgba": textured(10, 12, 4, 3),
+              "deep": textured(9, 8, 3, 4, np.uint16)}
+    for key, image in images.items():
+        write_image(tmp_path / "in" / f"{key}.png", image)
+    report = pack_folder(tmp_path / "in", tmp_path / "set.lmdb", workers=2, progress=False)
+    assert report.records == 4
+    reader = LmdbImageReader(tmp_path / "set.lmdb")
+    assert reader.keys() == sorted(images)
+    for key, image in images.items():
+        back = reader.read(key)
+        assert back.dtype == image.dtype
+        np.testing.assert_array_equal(back, image)
+    lines = (tmp_path / "set.lmdb" / "meta_info.txt").read_text().splitlines()
+    assert lines == [f"{k}.png ({v.shape[0]},{v.shape[1]},{v.shape[2]}) 1" for k, v in sorted(images.items())]
+    assert read_meta_info(tmp_path / "set.lmdb")["grey"].shape == (33, 21, 1)
+    assert sorted(p.name for p in (tmp_path / "set.lmdb").iterdir()) == ["data.mdb", "lock.mdb", "meta_info.txt"]
+
+
+def test_lmdb_strips_the_lr_suffix_when_given_the_scale(tmp_path):
+    write_image(tmp_path / "in" / "0001x4.png", textured(8, 8))
+    pack_folder(tmp_path / "in", tmp_path / "lr.lmdb", scale=4, workers=1, progress=False)
+    assert LmdbImageReader(tmp_path / "lr.lmdb").keys() == ["0001"]
+
+
+def test_lmdb_writer_grows_the_map_and_commits_in_batches(tmp_path):
+    noise = [textured(64, 64, 3, seed) for seed in range(40)]  # ~12 KiB of incompressible PNG each
+    with LmdbWriter(tmp_path / "grow.lmdb", batch_records=7, initial_map_size=64 << 10) as writer:
+        for i, image in enumerate(noise):
+            writer.put_image(f"k{i:02d}", image)
+    assert writer.map_size > 64 << 10
+    reader = LmdbImageReader(tmp_path / "grow.lmdb")
+    assert len(reader.keys()) == 40
+    np.testing.assert_array_equal(reader.read("k39"), noise[39])
+
+
+def test_lmdb_refuses_to_overwrite_without_the_flag(tmp_path):
+    write_image(tmp_path / "a" / "one.png", textured(8, 8))
+    write_image(tmp_path / "b" / "two.png", textured(8, 8))
+    pack_folder(tmp_path / "a", tmp_path / "x.lmdb", workers=1, progress=False)
+    with pytest.raises(DataError, match=r"x.lmdb already exists; pass --overwrite"):
+        pack_folder(tmp_path / "b", tmp_path / "x.lmdb", workers=1, progress=False)
+    assert LmdbImageReader(tmp_path / "x.lmdb").keys() == ["one"]
+    pack_folder(tmp_path / "b", tmp_path / "x.lmdb", overwrite=True, workers=1, progress=False)
+    assert LmdbImageReader(tmp_path / "x.lmdb").keys() == ["two"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "x.lmdb"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("names,message", [
+    (["a.png", "a.bmp"], r"a\.(png|bmp) and .*a\.(png|bmp) both give the key 'a'"),
+    (["img.v2.png"], r"cannot use 'img.v2' as an LMDB key"),
+    (["caf\u00e9.png"], r"cannot use 'caf\u00e9' as an LMDB key"),
+    (["two words.png"], r"cannot use 'two words' as an LMDB key"),
+])
+def test_lmdb_refuses_names_it_cannot_key(tmp_path, names, message):
+    for name in names:
+        write_image(tmp_path / "in" / name, textured(8, 8))
+    with pytest.raises(DataError, match=message):
+        pack_folder(tmp_path / "in", tmp_path / "bad.lmdb", workers=1, progress=False)
+    assert not (tmp_path / "bad.lmdb").exists()
+
+
+def test_an_interrupted_build_leaves_no_lmdb_under_the_final_name(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with LmdbWriter(tmp_path / "cut.lmdb", batch_records=2) as writer:
+            for i in range(5):
+                writer.put_image(f"k{i}", textured(8, 8, seed=i))
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_build_leaves_no_lmdb_under_the_final_name(tmp_path):
+    script = (
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from mlkasr.data.lmdb_store import LmdbWriter\n"
+        "with LmdbWriter(sys.argv[1], batch_records=1) as w:\n"
+        "    for i in range(10000):\n"
+        "        w.put_image(f'k{i}', np.zeros((8, 8, 3), np.uint8)); time.sleep(0.01)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "killed.lmdb")])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.glob("killed.lmdb.partial-*/data.mdb")):
+            assert process.poll() is None and time.monotonic() < deadline, "the writer did not start"
+            time.sleep(0.05)
+        time.sleep(0.3)  # some batches committed
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (tmp_path / "killed.lmdb").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f"killed.lmdb.partial-{process.pid}"]  # visibly unfinished
+
+
+# -- check ---------------------------------------------------------------------------------------------------------
+def _pair(tmp_path: Path, lr_shapes: dict[str, tuple[int, int]] | None = None) -> tuple[Path, Path]:
+    for i, key in enumerate(["a", "b", "c"]):
+        hr = textured(32, 24, seed=i)
+        write_image(tmp_path / "hr" / f"{key}.png", hr)
+        lr = make_lr(hr, 4) if not lr_shapes or key not in lr_shapes else textured(*lr_shapes[key], seed=9)
+        write_image(tmp_path / "lr" / f"{key}x4.png", lr)
+    pack_folder(tmp_path / "hr", tmp_path / "hr.lmdb", workers=1, progress=False)
+    pack_folder(tmp_path / "lr", tmp_path / "lr.lmdb", scale=4, workers=1, progress=False)
+    return tmp_path / "hr.lmdb", tmp_path / "lr.lmdb"
+
+
+def test_check_passes_a_good_pair(tmp_path):
+    hr, lr = _pair(tmp_path)
+    report = check_lmdb(hr, lr, 4, progress=False)
+    assert report.ok and report.records == 3
+    assert report.lines()[-1] == "OK: every record decodes, meta_info.txt agrees, pairs match"
+
+
+def test_check_reports_problems_by_key(tmp_path):
+    hr, lr = _pair(tmp_path, lr_shapes={"b": (7, 6)})
+    env = lmdb.open(str(hr))
+    with env.begin(write=True) as txn:
+        txn.put(b"c", b"not a png")  # undecodable
+        txn.put(b"z", txn.get(b"a"))  # a record meta_info.txt does not list, and LR lacks
+    env.close()
+    report = check_lmdb(hr, lr, 4, progress=False)
+    assert not report.ok and report.problem_count == 4
+    assert sorted(str(p) for p in report.problems) == [
+        "hr.lmdb key 'c': the 9 stored bytes are not a decodable image",
+        "hr.lmdb key 'z': no record with this key in lr.lmdb",
+        "hr.lmdb key 'z': record not listed in meta_info.txt",
+        "lr.lmdb key 'b': LR is 6x7 (WxH), expected 6x8 (HR 24x32 / 4)",
+    ]
+    assert "hr.lmdb key 'c'" in "\n".join(report.lines())
+
+
+def test_check_reports_a_meta_info_that_disagrees(tmp_path):
+    hr, _ = _pair(tmp_path)
+    meta = hr / "meta_info.txt"
+    meta.write_text(meta.read_text().replace("a.png (32,24,3) 1", "a.png (30,24,3) 1"))
+    report = check_lmdb(hr, progress=False)
+    assert [str(p) for p in report.problems] == ["hr.lmdb key 'a': meta_info.txt says (30, 24, 3), the record is (32, 24, 3)"]
+
+
+# -- the recipe and the CLI ----------------------------------------------------------------------------------------
+def test_div2k_recipe_uses_official_lr_when_present_and_generates_the_rest(tmp_path):
+    hr = tmp_path / "DIV2K_train_HR"
+    for i in range(3):
+        write_image(hr / f"{i + 1:04d}.png", textured(120, 96, seed=i))
+    official = tmp_path / "DIV2K_train_LR_bicubic" / "X2"
+    for path in list_images(hr):
+        write_image(official / f"{path.stem}x2.png", make_lr(read_image(path), 2))
+    log: list[str] = []
+    report = prepare_div2k(hr, tmp_path / "out", [2, 4], size=48, step=24, workers=1, progress=False, log=log.append)
+    assert report.ok, log
+    assert report.lr_sources[2] == f"official: {official}"
+    assert report.lr_sources[4].startswith("generated: ")
+    out = report.outputs
+    assert out.hr_lmdb.name == "DIV2K_train_HR_sub.lmdb" and out.lr_lmdb[4].name == "DIV2K_train_LR_bicubic_X4_sub.lmdb"
+    assert report.subimages == 3 * 4 * 3  # 120 -> 4 windows, 96 -> 3 windows at 48/24
+    keys = LmdbImageReader(out.hr_lmdb).keys()
+    assert keys[0] == "0001_s001" and keys == LmdbImageReader(out.lr_lmdb[2]).keys()
+    # A second run refuses to overwrite; --reuse completes without redoing anything.
+    with pytest.raises(DataError, match="already exists"):
+        prepare_div2k(hr, tmp_path / "out", [2, 4], size=48, step=24, workers=1, progress=False)
+    shutil.rmtree(out.lr_lmdb[4])
+    report = prepare_div2k(hr, tmp_path / "out", [2, 4], size=48, step=24, reuse=True, workers=1, progress=False,
+                           log=log.append)
+    assert report.ok and out.lr_lmdb[4].exists() and f"lmdb: reusing {out.hr_lmdb}" in log
+
+
+def test_cli_prepare_div2k_and_check(tmp_path, capsys):
+    hr = bsd_subset(tmp_path, 2)
+    assert main(["prepare", "div2k", "--hr", str(hr), "--output", str(tmp_path / "out"), "--scales", "4",
+                 "--size", "240", "--step", "120", "--workers", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "check x4: OK" in out and "training data ready:" in out
+    hr_lmdb, lr_lmdb = tmp_path / "out" / "HR_sub.lmdb", tmp_path / "out" / "LR_bicubic_X4_sub.lmdb"
+    assert main(["prepare", "check", str(hr_lmdb), "--pair", str(lr_lmdb), "--scale", "4", "--quiet"]) == 0
+    assert "OK: every record decodes" in capsys.readouterr().out
+    lines = (hr_lmdb / "meta_info.txt").read_text().splitlines()
+    assert len(lines) == 12 and all(re.fullmatch(r"\d+_s\d{3}\.png \(240,240,3\) 1", line) for line in lines)
+    assert main(["prepare", "lmdb", "--input", str(hr), "--output", str(hr_lmdb), "--quiet"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["prepare", "check", str(tmp_path / "nothing.lmdb"), "--quiet"]) == 2
+
+
+def test_cli_prepare_lr_subimages_lmdb_steps(tmp_path, capsys):
+    hr = bsd_subset(tmp_path, 2)
+    assert main(["prepare", "lr", "--input", str(hr), "--output", str(tmp_path / "LR"), "--scale", "2", "3",
+                 "--workers", "2", "--quiet"]) == 0
+    assert len(list_images(tmp_path / "LR" / "X3")) == 2
+    assert main(["prepare", "subimages", "--input", str(hr), "--output", str(tmp_path / "hs"), "--size", "240",
+                 "--step", "120", "--scale", "3", "--lr-input", str(tmp_path / "LR" / "X3"), "--lr-output",
+                 str(tmp_path / "ls"), "--quiet"]) == 0
+    assert main(["prepare", "lmdb", "--input", str(tmp_path / "ls"), "--output", str(tmp_path / "ls.lmdb"),
+                 "--quiet"]) == 0
+    assert main(["prepare", "lmdb", "--input", str(tmp_path / "hs"), "--output", str(tmp_path / "hs.lmdb"),
+                 "--quiet"]) == 0
+    assert main(["prepare", "check", str(tmp_path / "hs.lmdb"), "--pair", str(tmp_path / "ls.lmdb"), "--scale", "3",
+                 "--quiet"]) == 0
+    assert main(["prepare", "check", str(tmp_path / "hs.lmdb"), "--pair", str(tmp_path / "ls.lmdb"), "--scale", "2",
+                 "--quiet"]) == 1
+    assert "expected" in capsys.readouterr().out
