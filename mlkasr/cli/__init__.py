@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval", "prepare")
+COMMANDS = ("info", "eval", "prepare", "upscale")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ OpenCV's BGR order stops at this module.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -116,3 +117,105 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def iter_image_files(paths: Iterable[Path]) -> Iterable[Path]:
     return (p for p in paths if is_image_file(p))
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header, without decoding the pixels; None for an unrecognised header.
+
+    Used to refuse decompression bombs before they are decoded: a few bytes decide whether a file would expand to
+    gigabytes. PNG, JPEG, BMP, WebP and TIFF (first image) are parsed; anything else returns None and is left to
+    the decoder (OpenCV's own limit, OPENCV_IO_MAX_IMAGE_PIXELS, still applies there).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head.startswith(b"\x89PNG\r\n\x1a\n"):
+                return _png_size(head)
+            if head.startswith(b"\xff\xd8"):
+                f.seek(2)
+                return _jpeg_size(f)
+            if head.startswith(b"BM"):
+                return _bmp_size(head)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                return _webp_size(head)
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return _tiff_size(f, "<" if head[:2] == b"II" else ">")
+    except (OSError, ValueError, IndexError, struct.error):
+        return None
+    return None
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    if head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    # Walk the marker segments up to the first start-of-frame (SOF0..SOF15 except DHT/JPG/DAC).
+    while True:
+        byte = f.read(1)
+        if not byte:
+            return None
+        if byte != b"\xff":
+            continue
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker:
+            return None
+        code = marker[0]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:  # standalone markers
+            continue
+        length_bytes = f.read(2)
+        if len(length_bytes) < 2:
+            return None
+        (length,) = struct.unpack(">H", length_bytes)
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            data = f.read(5)
+            height, width = struct.unpack(">HH", data[1:5])
+            return width, height
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def _bmp_size(head: bytes) -> tuple[int, int] | None:
+    (dib_size,) = struct.unpack("<I", head[14:18])
+    if dib_size == 12:  # OS/2 BITMAPCOREHEADER
+        width, height = struct.unpack("<HH", head[18:22])
+    else:
+        width, height = struct.unpack("<ii", head[18:26])
+    return abs(width), abs(height)  # negative height = top-down rows
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        width = 1 + int.from_bytes(head[24:27], "little")
+        height = 1 + int.from_bytes(head[27:30], "little")
+        return width, height
+    if chunk == b"VP8L":
+        (bits,) = struct.unpack("<I", head[21:25])
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _tiff_size(f, order: str) -> tuple[int, int] | None:
+    f.seek(4)
+    (ifd,) = struct.unpack(order + "I", f.read(4))  # the first image directory may sit after the pixel data
+    f.seek(ifd)
+    (count,) = struct.unpack(order + "H", f.read(2))
+    entries = f.read(12 * count)
+    found: dict[int, int] = {}
+    for i in range(count):
+        entry = entries[12 * i : 12 * i + 12]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            value = entry[8:10] if kind == 3 else entry[8:12]
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value)[0]
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None

@@ -1,0 +1,66 @@
+"""``mlkasr upscale``: a file or a folder of images in, upscaled images out."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="an image file or a folder of images")
+    parser.add_argument("output", metavar="OUTPUT", help="output folder (or an output file name when INPUT is a file)")
+    parser.add_argument("--model", required=True, metavar="PATH", help="weights file (.pth official or mlkasr, .safetensors)")
+    parser.add_argument("--tile", type=int, metavar="N", help="tile side in LR pixels (default: 256 on CPU, from free memory on CUDA; 0 = whole image)")
+    parser.add_argument("--tile-overlap", type=int, default=None, metavar="N", help="LR pixels shared by neighbouring tiles (default: 16)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp32 (default), or bf16/fp16 autocast (fp16 needs CUDA)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--suffix", default=None, help="appended to each output file's stem (default: _x<scale>)")
+    parser.add_argument("--format", default="png", choices=("png", "same"), help="output format: png (default) or the input's")
+    parser.add_argument("--recursive", action="store_true", help="also process subfolders, mirrored under OUTPUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them and skip)")
+    parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower, slightly better)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse inputs whose header says more than N pixels (default: 40,000,000)")
+    parser.add_argument("--allow-large", action="store_true", help="no pixel limit (trust the inputs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import cv2
+
+    # our own warning names the file; OpenCV's decoder chatter about the same file would only repeat it
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+    from ..errors import MlkasrError
+    from ..models import load_model
+    from ..inference.engine import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
+    from ..inference.upscale import DEFAULT_MAX_PIXELS, UpscaleSettings, default_tile, upscale_path
+
+    if args.allow_large and args.max_pixels is not None:
+        raise MlkasrError("--allow-large and --max-pixels contradict each other; give one")
+    if args.tile is not None and args.tile < 0:
+        raise MlkasrError(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
+    settings = UpscaleSettings(
+        suffix=args.suffix,
+        output_format=args.format,
+        recursive=args.recursive,
+        overwrite=args.overwrite,
+        max_pixels=None if args.allow_large else (args.max_pixels or DEFAULT_MAX_PIXELS),
+    )
+    overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    # validate the options (device, precision) before loading the weights, so typos fail fast
+    options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble)
+    model = load_model(args.model)
+    upscaler = Upscaler(model, options)
+    tile = args.tile if args.tile is not None else default_tile(upscaler.device, model, args.precision)
+    upscaler = upscaler.with_options(tile=tile or None)
+    print(
+        f"{model.spec.name} x{model.scale} on {upscaler.device} ({args.precision}), "
+        f"tile {tile or 'off'} overlap {overlap}{', self-ensemble' if args.self_ensemble else ''}",
+        file=sys.stderr,
+    )
+    summary = upscale_path(upscaler, args.input, args.output, settings, progress=not args.quiet)
+    print(summary.report())
+    return summary.exit_code

@@ -1,0 +1,309 @@
+"""Upscaling files and folders of real images: what ``mlkasr upscale`` does, as a Python API.
+
+Every file is handled on its own: a bad file is reported and the run goes on, an existing output is never
+replaced without ``overwrite``, and outputs are written under a temporary name and renamed, so re-running an
+interrupted command finishes the rest. Colour handling:
+
+- grey: the network sees the grey channel replicated to RGB; its output is reduced back to one channel with
+  the mean of R, G and B (the input had R = G = B, so any difference between the output channels is network
+  noise; the mean is its least-squares projection back onto grey);
+- RGBA: RGB through the network, alpha resized on its own with the project's bicubic ``imresize``;
+- 16-bit PNG/TIFF: processed in float32 from the full 16-bit values and written as 16-bit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MlkasrError
+from ..imaging.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image, read_image_size, write_image
+from ..imaging.resize import imresize
+from .engine import Upscaler
+
+OUTPUT_FORMATS = ("png", "same")
+DEFAULT_MAX_PIXELS = 40_000_000  # LR pixels; an 8K frame (33 MP) passes, a 20k x 20k "image" does not
+MIN_OOM_TILE = 32  # below this, halving the tile after an out-of-memory error stops and the file fails
+
+Log = Callable[[str], None]
+_LISTED_WRITTEN = 20  # the summary names this many written files, then counts the rest
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    """How files are named and which ones are processed."""
+
+    suffix: str | None = None  # appended to the file stem; None = "_x{scale}"
+    output_format: str = "png"  # png | same (the input's format)
+    recursive: bool = False  # process subfolders, mirrored under the output folder
+    overwrite: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # None = no limit (--allow-large)
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise MlkasrError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}")
+        if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):
+            raise MlkasrError(f"--suffix must not contain a path separator, got {self.suffix!r}")
+        if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
+            raise MlkasrError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
+
+
+@dataclass(frozen=True)
+class FileResult:
+    source: Path
+    output: Path | None
+    status: str  # written | exists | skipped | failed
+    reason: str = ""
+    output_pixels: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class UpscaleSummary:
+    results: tuple[FileResult, ...]
+    seconds: float
+
+    def with_status(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def written(self) -> list[FileResult]:
+        return self.with_status("written")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self.with_status("failed")
+
+    @property
+    def output_megapixels(self) -> float:
+        return sum(r.output_pixels for r in self.written) / 1e6
+
+    @property
+    def megapixels_per_second(self) -> float:
+        """Output megapixels written per second of processing (decode, network, encode and write)."""
+        busy = sum(r.seconds for r in self.written)
+        return self.output_megapixels / busy if busy > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def report(self) -> str:
+        counts = {s: len(self.with_status(s)) for s in ("written", "exists", "skipped", "failed")}
+        lines = [
+            f"written {counts['written']}, already there {counts['exists']}, skipped {counts['skipped']}, "
+            f"failed {counts['failed']} in {self.seconds:.1f} s; "
+            f"{self.output_megapixels:.2f} output megapixels at {self.megapixels_per_second:.3f} MP/s"
+        ]
+        written = self.written
+        for r in written[:_LISTED_WRITTEN]:
+            lines.append(f"  written: {r.source} -> {r.output}")
+        if len(written) > _LISTED_WRITTEN:
+            lines.append(f"  ... and {len(written) - _LISTED_WRITTEN} more written")
+        for r in self.results:
+            if r.status in ("skipped", "failed"):
+                lines.append(f"  {r.status}: {r.source}: {r.reason}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Plan:
+    """Which output each input gets (decided up front, so name clashes are caught before any work)."""
+
+    jobs: list[tuple[Path, Path]] = field(default_factory=list)
+    results: list[FileResult] = field(default_factory=list)
+
+
+def upscale_path(
+    upscaler: Upscaler,
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    settings: UpscaleSettings = UpscaleSettings(),
+    *,
+    progress: bool = False,
+    log: Log | None = None,
+) -> UpscaleSummary:
+    """Upscale one file or every image of a folder. ``target`` is a folder, or a file name when ``source`` is a
+    file and ``target`` ends with an image extension."""
+    log = log or _stderr
+    source, target = Path(source), Path(target)
+    start = time.perf_counter()
+    if source.is_dir():
+        plan = _plan_folder(source, target, settings, upscaler.scale, log)
+    elif source.is_file():
+        plan = _Plan()
+        if target.suffix.lower() in IMAGE_EXTENSIONS:
+            out = target
+        else:
+            out = target / _output_name(source, settings, upscaler.scale)
+        plan.jobs.append((source, out))
+    else:
+        raise MlkasrError(f"{source}: no such file or folder")
+
+    results = list(plan.results)
+    bar = _tqdm(total=len(plan.jobs), desc="upscale", unit="file", disable=not progress)
+    for src, out in plan.jobs:
+        bar.set_postfix_str(src.name, refresh=False)
+        result = _process(upscaler, src, out, settings, progress, log)
+        if result.status == "failed":
+            log(f"warning: {src}: {result.reason}")
+        results.append(result)
+        bar.update(1)
+    bar.close()
+    return UpscaleSummary(tuple(results), time.perf_counter() - start)
+
+
+upscale_folder = upscale_path  # the name most callers look for
+
+
+def _plan_folder(source: Path, target: Path, settings: UpscaleSettings, scale: int, log: Log) -> _Plan:
+    plan = _Plan()
+    target_resolved = target.resolve()
+    pattern = "**/*" if settings.recursive else "*"
+    claimed: dict[Path, Path] = {}
+    for path in sorted(source.glob(pattern)):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(source)
+        # hidden files (our own .name.partPID temporaries among them) and the output tree itself are not inputs
+        if any(part.startswith(".") for part in rel.parts) or path.resolve().is_relative_to(target_resolved):
+            continue
+        if not is_image_file(path):
+            log(f"warning: {path}: skipped, not an image file (expected {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            plan.results.append(FileResult(path, None, "skipped", "not an image file"))
+            continue
+        out = target / rel.parent / _output_name(path, settings, scale)
+        if out in claimed:
+            reason = f"same output name {out} as {claimed[out]}; use --format same or rename one of them"
+            plan.results.append(FileResult(path, out, "failed", reason))
+            log(f"warning: {path}: {reason}")
+            continue
+        claimed[out] = path
+        plan.jobs.append((path, out))
+    return plan
+
+
+def _output_name(source: Path, settings: UpscaleSettings, scale: int) -> str:
+    suffix = f"_x{scale}" if settings.suffix is None else settings.suffix
+    extension = ".png" if settings.output_format == "png" else source.suffix
+    return f"{source.stem}{suffix}{extension}"
+
+
+def _process(
+    upscaler: Upscaler, src: Path, out: Path, settings: UpscaleSettings, progress: bool, log: Log
+) -> FileResult:
+    if out.exists() and not settings.overwrite:
+        return FileResult(src, out, "exists", "output exists (use --overwrite to replace it)")
+    start = time.perf_counter()
+    size = read_image_size(src)
+    if settings.max_pixels is not None and size is not None and size[0] * size[1] > settings.max_pixels:
+        w, h = size
+        return FileResult(
+            src, out, "failed",
+            f"refused: the header says {w}x{h} = {w * h:,} pixels, more than --max-pixels {settings.max_pixels:,} "
+            f"(a possible decompression bomb); pass --allow-large or a larger --max-pixels to process it",
+        )
+    try:
+        image = read_image(src)
+    except ImageReadError as exc:
+        return FileResult(src, out, "failed", str(exc).removeprefix(f"{src}: "))
+    if settings.max_pixels is not None and image.shape[0] * image.shape[1] > settings.max_pixels:
+        return FileResult(src, out, "failed", f"refused: {image.shape[1]}x{image.shape[0]} pixels, more than --max-pixels")
+    try:
+        result = _upscale_array(upscaler, image, src, progress, log)
+        _remove_stale_temporaries(out)
+        write_image(out, result)
+    except MlkasrError as exc:
+        return FileResult(src, out, "failed", str(exc))
+    except OSError as exc:
+        return FileResult(src, out, "failed", f"cannot write {out}: {exc.strerror or exc}")
+    return FileResult(src, out, "written", output_pixels=result.shape[0] * result.shape[1], seconds=time.perf_counter() - start)
+
+
+def _upscale_array(upscaler: Upscaler, image: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
+    """Grey, RGB or RGBA in, the same channels and dtype out."""
+    channels = image.shape[2]
+    rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[:, :, :3]
+    up = _with_oom_retry(upscaler, rgb, src, progress, log)
+    if channels == 1:
+        peak = np.iinfo(image.dtype).max
+        return np.clip(np.rint(up.mean(axis=2, dtype=np.float64)), 0, peak).astype(image.dtype)[:, :, None]
+    if channels == 4:
+        alpha = imresize(image[:, :, 3], output_shape=up.shape[:2])
+        return np.concatenate([up, alpha.reshape(*up.shape[:2], 1)], axis=2)
+    return up
+
+
+def _with_oom_retry(upscaler: Upscaler, rgb: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
+    """Run the engine; on a CUDA out-of-memory error halve the tile and try this image again."""
+    while True:
+        tiles = upscaler.count_tiles(rgb.shape[0], rgb.shape[1])
+        bar = _tqdm(total=tiles, desc=f"  {src.name}", unit="tile", leave=False, disable=not progress or tiles < 4)
+        try:
+            return upscaler.upscale_image(rgb, on_tile=lambda done, total: bar.update(done - bar.n))
+        except torch.OutOfMemoryError:
+            current = upscaler.options.tile or max(rgb.shape[:2])
+            smaller = current // 2
+            if smaller < max(MIN_OOM_TILE, 2 * upscaler.options.tile_overlap + 1):
+                raise MlkasrError(
+                    f"out of device memory even with --tile {current}; try --device cpu or a smaller --tile-overlap"
+                ) from None
+            if upscaler.device.type == "cuda":
+                torch.cuda.empty_cache()
+            log(f"warning: {src}: out of device memory with tile {current}; retrying with --tile {smaller}")
+            upscaler = upscaler.with_options(tile=smaller)
+        finally:
+            bar.close()
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.name.partPID`` files left by a killed run (only those whose process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.part*"):
+        pid = tmp.name.rsplit(".part", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stderr(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _tqdm(**kwargs):
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def default_tile(upscaler_device: torch.device, model: torch.nn.Module, precision: str) -> int:
+    """The tile a run uses when none is asked for: measured on the CPU, from free memory on CUDA."""
+    from .engine import suggest_cuda_tile
+
+    if upscaler_device.type == "cuda":
+        return suggest_cuda_tile(model, upscaler_device, precision)
+    return DEFAULT_CPU_TILE
+
+
+DEFAULT_CPU_TILE = 256  # LR pixels; see the README's measurements (speed is flat above ~128, memory grows with it)
