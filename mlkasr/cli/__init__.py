@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval", "prepare", "upscale")
+COMMANDS = ("info", "eval", "prepare", "train", "upscale")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,31 @@
+"""``mlkasr train``: a thin layer over ``mlkasr.training.train``; works alone and under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a MAN network from a YAML config (resumable; DDP under torchrun)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML config, e.g. configs/quickstart.yaml")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, value parsed as YAML (repeatable), e.g. --set train.lr=2e-4",
+    )
+    parser.add_argument(
+        "--resume", metavar="auto|PATH",
+        help="continue a run: 'auto' = the newest valid checkpoint of the run folder (or a fresh start if none), "
+        "or a checkpoint file",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--run-dir", help="run folder for checkpoints, logs and the exported model (default: runs/NAME)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..training import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, run_dir=args.run_dir, resume=args.resume, device=args.device)
+    return 0 if result is not None else 1

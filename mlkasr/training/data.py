@@ -1,0 +1,70 @@
+"""The training stream for the loop: ``mlkasr.data``'s patch dataset and loader, positioned and sharded.
+
+Step ``k`` consumes draws ``[k * B, (k + 1) * B)`` of the stream (B = the global batch); rank ``r`` of ``W`` takes
+every W-th draw of them. So resuming is "start the stream at ``data_position``" and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..data import FolderPairSource, HrOnlySource, LmdbPairSource, PairedPatchDataset, PatchSource, build_loader
+from ..errors import MlkasrError
+from .distributed import DistContext
+
+
+def _is_lmdb(path: Path) -> bool:
+    return (path / "data.mdb").is_file()
+
+
+def build_source(config: Config) -> PatchSource:
+    """HR+LR LMDBs, HR+LR folders, or HR only (LR made on the fly), from ``data.train.hr`` / ``data.train.lr``."""
+    train = config.data.train
+    if train.hr is None:
+        raise MlkasrError("data.train.hr is not set: give a folder of HR images or an HR LMDB, "
+                          "e.g. --set data.train.hr=datasets/DIV2K/DIV2K_train_HR_sub.lmdb")
+    hr = Path(train.hr)
+    if not hr.exists():
+        raise MlkasrError(f"data.train.hr: {hr} does not exist (relative paths are read from the current folder "
+                          f"{Path.cwd()}); set it with --set data.train.hr=PATH")
+    if train.lr is None:
+        return HrOnlySource(hr)
+    lr = Path(train.lr)
+    if not lr.exists():
+        raise MlkasrError(f"data.train.lr: {lr} does not exist; set it, or set it to null to make LR on the fly")
+    if _is_lmdb(hr) and _is_lmdb(lr):
+        return LmdbPairSource(hr, lr)
+    if hr.is_dir() and lr.is_dir() and not _is_lmdb(hr) and not _is_lmdb(lr):
+        return FolderPairSource(hr, lr)
+    raise MlkasrError(f"data.train.hr ({hr}) and data.train.lr ({lr}) must both be LMDBs or both be folders")
+
+
+def build_train_batches(config: Config, ctx: DistContext, start: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless per-rank batches (``B / W`` samples each) beginning at global draw ``start``."""
+    source = build_source(config)
+    dataset = PairedPatchDataset(
+        source,
+        scale=config.model.scale,
+        patch_size=config.data.train.patch_size,
+        seed=config.data.train.seed,
+        # Decoded images are worth caching for a folder of full-size photos, not for LMDB sub-images.
+        cache_images=isinstance(source, (HrOnlySource, FolderPairSource)) and not _is_lmdb(Path(config.data.train.hr)),
+    )
+    loader = build_loader(
+        dataset,
+        batch_size=config.train.batch_size // ctx.world_size,
+        num_workers=config.data.train.num_workers,
+        start=start,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=config.data.train.seed,
+    )
+    return iter(loader)
+
+
+def describe_source(config: Config) -> str:
+    return build_source(config).describe()

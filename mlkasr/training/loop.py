@@ -1,0 +1,286 @@
+"""The training loop: from a validated ``Config`` to checkpoints, validation results and an exported model.
+
+The loop only orchestrates; each concern lives in its own module: ``step`` (numerics of one update), ``schedule``,
+``ema``, ``guard``, ``checkpoints``, ``rng``, ``distributed``, ``runlog`` and ``validation``. ``train()`` is the
+Python API; ``mlkasr train`` is a thin wrapper around it.
+
+Exact resume: sample ``i`` of the training stream depends only on (data seed, i), step ``k`` consumes draws
+``[k * B, (k + 1) * B)`` of it (B = global batch, split across ranks), the learning rate is a function of ``k``
+alone, and the checkpoint holds everything else that changes (weights, EMA, optimiser moments, RNG states).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import Config, dump_config
+from ..config.loader import to_dict
+from ..errors import MlkasrError
+from ..models import build_model, save_model
+from ..models.runtime import memory_format_for, place_model, prefers_channels_last
+from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
+from .data import build_train_batches
+from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
+from .ema import ModelEMA
+from .guard import NonFiniteGuard
+from .losses import build_loss
+from .optim import build_optimizer
+from .rng import capture_rng, restore_rng
+from .runlog import RunLogger
+from .schedule import LRSchedule
+from .step import TrainStep, resolve_precision
+from .validation import SetScore, load_validation_sets, validate
+
+
+class ResumeError(MlkasrError):
+    """``--resume`` cannot be honoured: missing/corrupt checkpoint, or one from a different model."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    exported: Path | None
+    last_checkpoint: Path | None
+    best_psnr: float | None
+    validation: list[SetScore] = field(default_factory=list)
+    skipped_steps: int = 0
+
+
+def resolve_device(requested: str | None, ctx_local_rank: int = 0) -> torch.device:
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MlkasrError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        if requested == "cuda":
+            return torch.device("cuda", ctx_local_rank)
+    elif requested != "cpu":
+        raise MlkasrError(f"--device must be cpu or cuda, got {requested!r}")
+    return torch.device(requested)
+
+
+def train(
+    config: Config,
+    run_dir: str | os.PathLike | None = None,
+    resume: str | None = None,
+    device: str | None = None,
+    loss_fn: nn.Module | None = None,
+) -> TrainResult:
+    """Train ``config``; ``resume`` is None (fresh run), ``"auto"`` or a checkpoint path.
+
+    ``loss_fn`` replaces the configured loss (a callable ``(sr, hr) -> scalar``), for custom objectives.
+    Launched by torchrun, every rank calls this; rank 0 logs, validates and writes files.
+    """
+    device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
+    ctx = init_distributed(device_type)
+    try:
+        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _train(config: Config, run_dir: Path, resume: str | None, device_name: str | None, loss_fn, ctx: DistContext):
+    device = resolve_device(device_name, ctx.local_rank)
+    t = config.train
+    if t.batch_size % ctx.world_size:
+        raise MlkasrError(
+            f"train.batch_size={t.batch_size} is the global batch and must divide evenly across "
+            f"{ctx.world_size} processes"
+        )
+    precision = resolve_precision(t.precision, device)
+    channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
+    memory_format = memory_format_for(device.type, channels_last)
+
+    store = CheckpointStore(run_dir / "checkpoints", t.keep_last)
+    # Every rank reads the checkpoint itself (the run folder must be on storage all ranks see).
+    start_state = _find_resume_state(store, resume, run_dir)
+    start = int(start_state["iteration"]) if start_state else 0
+    log = RunLogger(run_dir, ctx.is_main, config.logging.tensorboard, config.logging.progress_bar, t.iterations, start)
+    store.warn = log.warn
+    try:
+        val_sets = load_validation_sets(config, log) if ctx.is_main else []
+        torch.manual_seed(t.seed)
+        raw_model = place_model(build_model(config.model.name, config.model.scale), device, channels_last)
+        ema = ModelEMA(raw_model, t.ema_decay)
+        optimizer = build_optimizer(raw_model, t)
+        schedule = LRSchedule(optimizer, t.schedule, t.lr, t.iterations)
+        guard = NonFiniteGuard(t.nan_tolerance)
+        step = TrainStep(
+            raw_model, raw_model, loss_fn or build_loss(t), optimizer, ema, precision, device, t.grad_clip, ctx,
+            memory_format,
+        )
+        best_psnr: float | None = None
+        data_position = 0
+        if start_state:
+            _check_same_model(start_state, config)
+            raw_model.load_state_dict(start_state["model"])
+            ema.load_state_dict(start_state["ema"])
+            optimizer.load_state_dict(start_state["optimizer"])
+            schedule.load_state_dict(start_state["schedule"])
+            if start_state["scaler"]:
+                step.scaler.load_state_dict(start_state["scaler"])
+            guard.load_state_dict(start_state["guard"])
+            restore_rng(start_state["rng"])
+            best_psnr = start_state["best_psnr"]
+            data_position = int(start_state["data_position"])
+        last_checkpoint: Path | None = Path(start_state["path"]) if start_state else None
+        # Wrap after loading, so every rank starts from the same restored weights.
+        model: nn.Module = raw_model
+        if ctx.enabled:
+            device_ids = [device.index] if device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
+        if t.compile:
+            model = torch.compile(model)
+        step.model = model
+
+        if ctx.is_main:
+            dump_config(config, run_dir / "config.yaml")
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        log.info(
+            f"{config.model.name} x{config.model.scale} ({n_params:,} parameters) on {device} | "
+            f"{precision.name}, {'channels_last' if channels_last else 'NCHW'}"
+            f"{', compiled' if t.compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
+            f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
+        )
+        if start_state:
+            log.info(f"resumed from {start_state['path']} at iteration {start} (data position {data_position})")
+        if start >= t.iterations:
+            log.info(f"nothing to do: already at iteration {start} of {t.iterations}")
+
+        batches = build_train_batches(config, ctx, data_position)
+        raw_model.train()
+        scores: list[SetScore] = []
+        window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
+        window_start = time.perf_counter()
+        for iteration in range(start + 1, t.iterations + 1):
+            fetch_start = time.perf_counter()
+            batch = next(batches)
+            window_data_time += time.perf_counter() - fetch_start
+            lr_now = schedule.step(iteration)
+            result = step(batch["lr"], batch["hr"])
+            data_position += t.batch_size
+            guard.record(result.applied, iteration, str(last_checkpoint) if last_checkpoint else None)
+            if result.applied:
+                window_loss += result.loss
+                window_steps += 1
+            else:
+                log.warn(f"iteration {iteration}: non-finite loss or gradient, step skipped "
+                         f"({guard.consecutive} in a row, {guard.skipped_total} in total)")
+            window_iters += 1
+            log.progress(1, result.loss if result.applied else None)
+
+            if iteration % config.logging.log_every == 0 or iteration == t.iterations:
+                elapsed = time.perf_counter() - window_start
+                n = max(1, window_iters)
+                its = n / elapsed if elapsed > 0 else 0.0
+                mean_loss = window_loss / window_steps if window_steps else float("nan")
+                log.info(
+                    f"iter {iteration:>8d}/{t.iterations} | loss {mean_loss:.5f} | lr {lr_now:.3e} | "
+                    f"{its:.2f} it/s | data {window_data_time / n * 1000:.1f} ms/it"
+                )
+                log.scalars(iteration, {
+                    "train/loss": mean_loss, "train/lr": lr_now, "train/it_per_s": its,
+                    "train/data_time_ms": window_data_time / n * 1000, "train/skipped_steps": guard.skipped_total,
+                })
+                window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
+                window_start = time.perf_counter()
+
+            validate_now = bool(val_sets) and (iteration % t.val_every == 0 or iteration == t.iterations)
+            save_now = iteration % t.save_every == 0 or iteration == t.iterations
+            is_best = False
+            pause_start = time.perf_counter()
+            if validate_now:  # rank 0 only (others have no sets): the rest wait at the barrier below
+                scores = validate(ema.module, val_sets, device, iteration, log, config.logging.val_panels)
+                is_best = best_psnr is None or scores[0].psnr > best_psnr
+                if is_best:
+                    best_psnr = scores[0].psnr
+                    log.info(f"new best {scores[0].name} PSNR {best_psnr:.3f} dB at iteration {iteration}")
+                raw_model.train()
+            if (save_now or is_best) and ctx.is_main:
+                state = _checkpoint_state(
+                    config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard, best_psnr
+                )
+                path = store.save(state, iteration, best=is_best, regular=save_now)
+                if save_now:
+                    last_checkpoint = path
+                    log.info(f"saved checkpoint {path}")
+            if save_now or validate_now or is_best:
+                barrier(ctx)
+                window_start += time.perf_counter() - pause_start  # keep validation and saving out of it/s
+
+        exported = None
+        if ctx.is_main:
+            exported = save_model(copy.deepcopy(ema.module).cpu().float(), run_dir / "model.safetensors")
+            log.info(f"exported EMA weights to {exported}")
+        barrier(ctx)
+        return TrainResult(
+            run_dir=run_dir,
+            iteration=max(start, t.iterations),
+            exported=exported,
+            last_checkpoint=last_checkpoint,
+            best_psnr=best_psnr,
+            validation=scores,
+            skipped_steps=guard.skipped_total,
+        )
+    finally:
+        log.close()
+
+
+def _checkpoint_state(config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard, best_psnr):
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "iteration": iteration,
+        "data_position": data_position,
+        "model": raw_model.state_dict(),  # key names read by mlkasr.load_model (which prefers "ema")
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else {},
+        "guard": guard.state_dict(),
+        "rng": capture_rng(),
+        "best_psnr": best_psnr,
+        "spec": {"name": config.model.name, "scale": config.model.scale},
+        "config": to_dict(config),
+    }
+
+
+def _find_resume_state(store: CheckpointStore, resume: str | None, run_dir: Path) -> dict | None:
+    if resume is None:
+        existing = store.checkpoints()
+        if existing:
+            raise ResumeError(
+                f"{run_dir} already holds checkpoints (newest {existing[-1].name}); pass --resume auto to continue "
+                f"that run or --run-dir to start a new one"
+            )
+        return None
+    if resume == "auto":
+        found = store.latest_valid()
+        if found is None:
+            return None  # nothing to resume: a fresh run (the log says "resumed" only when it did)
+        path, state = found
+    else:
+        path = Path(resume)
+        try:
+            state = load_checkpoint(path, require_checksum=False)
+        except CheckpointCorrupt as exc:
+            raise ResumeError(f"--resume {resume}: {exc}") from exc
+    state["path"] = str(path)
+    return state
+
+
+def _check_same_model(state: dict, config: Config) -> None:
+    spec = state.get("spec", {})
+    if (spec.get("name"), spec.get("scale")) != (config.model.name, config.model.scale):
+        raise ResumeError(
+            f"{state['path']}: checkpoint is {spec.get('name')} x{spec.get('scale')}, but the config asks for "
+            f"{config.model.name} x{config.model.scale}"
+        )
