@@ -23,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
     import warnings
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         sets = [load_benchmark_set(folder, scale) for folder in args.data]
     for warning in caught:
-        tqdm.write(f"mlkasr eval: warning: {warning.message}")
+        tqdm.write(f"mlkasr eval: warning: {warning.message}", file=sys.stderr)
 
     total = sum(len(s) for s in sets)
     started = time.perf_counter()

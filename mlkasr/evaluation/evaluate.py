@@ -135,7 +135,8 @@ def evaluate(
     names = [s.name for s in sets]
     for benchmark in sets:
         if benchmark.scale != scale:
-            raise MlkasrError(f"{benchmark.root}: loaded for x{benchmark.scale}, but the model is x{scale}")
+            what = "the model is" if upscaler is not None else "the first set is"
+            raise MlkasrError(f"{benchmark.root}: loaded for x{benchmark.scale}, but {what} x{scale}")
         if names.count(benchmark.name) > 1:
             raise MlkasrError(f"two benchmark folders are both named {benchmark.name!r}; results are keyed by folder name")
     out_dir = Path(save_images) if save_images is not None else None
