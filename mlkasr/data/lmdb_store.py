@@ -148,6 +148,50 @@ class LmdbWriter:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
+class _ProcessEnvironments:
+    """One read-only handle per LMDB per process, shared by every reader of it, reference-counted.
+
+    py-lmdb 3 keeps its own per-process registry and refuses a second open of an environment, so two readers of
+    one LMDB in a process (two datasets, a check beside a dataset) must share a handle. This is the module's one
+    piece of process-wide state, mirroring that registry. After fork, the parent's handles are dropped and
+    reopened: LMDB handles must not cross fork.
+    """
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._open: dict[str, list] = {}  # resolved path -> [environment, readers]
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            for env, _ in self._open.values():
+                env.close()  # our copy of the parent's handle; the parent's stays valid
+            self._open.clear()
+            self._pid = os.getpid()
+
+    def acquire(self, path: Path) -> lmdb.Environment:
+        self._after_fork()
+        key = str(path.resolve())
+        entry = self._open.get(key)
+        if entry is None:
+            env = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=2048)
+            entry = self._open[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, path: Path) -> None:
+        self._after_fork()
+        key = str(path.resolve())
+        entry = self._open.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                entry[0].close()
+                del self._open[key]
+
+
+_ENVIRONMENTS = _ProcessEnvironments()
+
+
 class LmdbImageReader:
     """Read-only access to an image LMDB; safe to pickle and to use after fork (opens per process, lazily)."""
 
@@ -161,23 +205,30 @@ class LmdbImageReader:
     def __getstate__(self) -> dict:
         return {"path": self.path, "_env": None, "_pid": None}  # spawn: the child opens its own
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to release
+            pass
+
+    def _holds(self) -> bool:
+        return self._env is not None and self._pid == os.getpid()
+
     def _environment(self) -> lmdb.Environment:
-        if self._env is not None and self._pid != os.getpid():
-            self._env.close()  # inherited through fork: drop our copy of the parent's handle, then reopen
-            self._env = None
-        if self._env is None:
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False)
+        if not self._holds():  # first use here, or a handle inherited through fork (the registry reopens)
+            self._env = _ENVIRONMENTS.acquire(self.path)
             self._pid = os.getpid()
         return self._env
 
     def close(self) -> None:
-        if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+        if self._holds():
+            _ENVIRONMENTS.release(self.path)
         self._env = None
+        self._pid = None
 
     def keys(self) -> list[str]:
         """Every record key, sorted. Closes the environment again if it was not open (keeps the parent clean)."""
-        was_open = self._env is not None and self._pid == os.getpid()
+        was_open = self._holds()
         try:
             with self._environment().begin(buffers=False) as txn:
                 raw = list(txn.cursor().iternext(keys=True, values=False))
@@ -191,7 +242,7 @@ class LmdbImageReader:
 
     def records(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, bytes) in key order, through one read transaction (for checks; training reads by key)."""
-        was_open = self._env is not None and self._pid == os.getpid()
+        was_open = self._holds()
         try:
             with self._environment().begin(buffers=False) as txn:
                 for raw_key, data in txn.cursor():
