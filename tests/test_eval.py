@@ -6,10 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from mlkasr.cli import main
+from mlkasr.errors import MlkasrError
 from mlkasr.evaluation import (
     BenchmarkSet,
     DatasetError,
@@ -51,8 +53,7 @@ def _make_set(root: Path, sizes=((40, 36), (33, 47)), channels=3, seed=0) -> Pat
     rng = np.random.default_rng(seed)
     for k, (h, w) in enumerate(sizes):
         coarse = rng.integers(0, 256, size=(h // 4 + 2, w // 4 + 2, channels), dtype=np.uint8)
-        import cv2  # smooth content keeps the metrics in a realistic range
-
+        # smooth content keeps the metrics in a realistic range
         image = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, channels)
         write_image(root / "HR" / f"img{k}.png", image)
     return root
@@ -141,10 +142,10 @@ def test_model_results_equal_direct_scoring_and_json_has_the_documented_shape(tm
 
 def test_sets_must_match_the_model_scale_and_have_distinct_names(tmp_path):
     x3 = load_benchmark_set(_make_set(tmp_path / "A"), 3)
-    with pytest.raises(Exception, match="x3"):
+    with pytest.raises(MlkasrError, match="x3"):
         evaluate(Upscaler(build_model("man-tiny", 2)), [x3])
     twin = load_benchmark_set(_make_set(tmp_path / "b" / "A"), 3)
-    with pytest.raises(Exception, match="both named 'A'"):
+    with pytest.raises(MlkasrError, match="both named 'A'"):
         evaluate(None, [x3, twin])
 
 
