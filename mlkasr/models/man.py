@@ -60,10 +60,25 @@ class LayerNorm2d(nn.Module):
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
-        mean = x.mean(1, keepdim=True)
-        centered = x - mean
-        var = centered.pow(2).mean(1, keepdim=True)
-        return torch.addcmul(self.bias[:, None, None], self.weight[:, None, None], centered * torch.rsqrt(var + self.eps))
+        # NCHW: one pass for both statistics, one for the normalisation, one for the affine (the official
+        # formula takes seven)
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        rstd = torch.rsqrt(var + self.eps)
+        return torch.addcmul(self.bias[:, None, None], self.weight[:, None, None], (x - mean) * rstd)
+
+
+def _split_pointwise(conv: nn.Conv2d, x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """A 1x1 conv computed as one conv per slice of its output channels, each piece its own dense tensor.
+
+    Why: a channel slice of a channels_last (or batched NCHW) tensor is strided, and every depthwise conv that
+    reads one first copies it; ``chunk`` + depthwise convs cost more in those copies than the split GEMMs cost.
+    """
+    pieces = []
+    start = 0
+    for size in sizes:
+        pieces.append(F.conv2d(x, conv.weight[start : start + size], conv.bias[start : start + size]))
+        start += size
+    return pieces
 
 
 class MLKA(nn.Module):
@@ -90,11 +105,19 @@ class MLKA(nn.Module):
         self.proj_last = nn.Sequential(_pointwise(n_feats, n_feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn, value = self.proj_first(self.norm(x)).chunk(2, dim=1)
-        a3, a5, a7 = attn.chunk(3, dim=1)
-        attn = torch.cat([self.LKA3(a3) * self.X3(a3), self.LKA5(a5) * self.X5(a5), self.LKA7(a7) * self.X7(a7)], dim=1)
+        g = x.shape[1] // 3
+        a3, a5, a7, value = _split_pointwise(self.proj_first[0], self.norm(x), (g, g, g, 3 * g))
+        branches = ((self.LKA3, self.X3, a3), (self.LKA5, self.X5, a5), (self.LKA7, self.X7, a7))
+        if torch.is_grad_enabled():
+            mixed = value * torch.cat([lka(a) * gate(a) for lka, gate, a in branches], dim=1)
+        else:
+            # no autograd graph: write the three gate products straight into one buffer (no cat, no temporaries)
+            mixed = torch.empty_like(value)
+            for k, (lka, gate, a) in enumerate(branches):
+                torch.mul(lka(a), gate(a), out=mixed[:, k * g : (k + 1) * g])
+            mixed.mul_(value)
         # the residual is added out of place: no defensive clone of x is needed
-        return torch.addcmul(x, self.proj_last(value * attn), self.scale)
+        return torch.addcmul(x, self.proj_last(mixed), self.scale)
 
 
 class GSAU(nn.Module):
@@ -109,8 +132,10 @@ class GSAU(nn.Module):
         self.scale = nn.Parameter(torch.zeros(1, n_feats, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.Conv1(self.norm(x)).chunk(2, dim=1)
-        return torch.addcmul(x, self.Conv2(value * self.DWConv1(gate)), self.scale)
+        gate, value = _split_pointwise(self.Conv1, self.norm(x), (x.shape[1], x.shape[1]))
+        spatial = self.DWConv1(gate)
+        mixed = value * spatial if torch.is_grad_enabled() else spatial.mul_(value)
+        return torch.addcmul(x, self.Conv2(mixed), self.scale)
 
 
 class MAB(nn.Module):
@@ -136,7 +161,8 @@ class LKAT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv0(x)
-        return self.conv1(y * self.att(y))
+        attn = self.att(y)
+        return self.conv1(y * attn if torch.is_grad_enabled() else attn.mul_(y))
 
 
 class ResGroup(nn.Module):
