@@ -26,14 +26,21 @@ class LoaderThroughput:
     num_workers: int
     batches: int
     seconds: float
+    cpu_seconds: float | None = None  # this process's CPU time; only meaningful with 0 workers
 
     @property
     def patches_per_s(self) -> float:
         return self.batches * self.batch_size / self.seconds
 
+    @property
+    def patches_per_cpu_s(self) -> float | None:
+        """Patches per CPU-second of loading: what one free core would deliver, whatever else the machine runs."""
+        return None if not self.cpu_seconds else self.batches * self.batch_size / self.cpu_seconds
+
     def row(self) -> str:
-        return (f"{self.source:<12} x{self.scale} P={self.patch_size:<3} batch {self.batch_size:<3} "
-                f"workers {self.num_workers}: {self.patches_per_s:8.1f} patches/s")
+        per_core = "" if self.patches_per_cpu_s is None else f"  ({self.patches_per_cpu_s:7.1f} per CPU-second)"
+        return (f"{self.source:<18} x{self.scale} P={self.patch_size:<3} batch {self.batch_size:<3} "
+                f"workers {self.num_workers}: {self.patches_per_s:8.1f} patches/s{per_core}")
 
 
 def measure_loader(source: PatchSource, name: str = "", scale: int = 4, patch_size: int = 48, batch_size: int = 16,
@@ -45,12 +52,13 @@ def measure_loader(source: PatchSource, name: str = "", scale: int = 4, patch_si
     iterator = iter(loader)
     for _ in range(warmup):
         next(iterator)
-    begin = time.perf_counter()
+    begin, cpu_begin = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    seconds = time.perf_counter() - begin
+    seconds, cpu_seconds = time.perf_counter() - begin, time.process_time() - cpu_begin
     del iterator  # shuts the workers down
-    return LoaderThroughput(name or type(source).__name__, scale, patch_size, batch_size, num_workers, batches, seconds)
+    return LoaderThroughput(name or type(source).__name__, scale, patch_size, batch_size, num_workers, batches, seconds,
+                            cpu_seconds if num_workers == 0 else None)
 
 
 def bench_sources(hr_dir: str | os.PathLike, workdir: str | os.PathLike, scale: int = 4,
