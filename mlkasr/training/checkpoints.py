@@ -43,10 +43,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over ``path``, fsync the folder."""
+def atomic_write_bytes(path: Path, data: bytes, pause: float = 0.0) -> None:
+    """Write to a temporary file in the same folder, fsync it, rename it over ``path``, fsync the folder.
+
+    ``pause``: seconds to sleep with half the data written (the crash-test hook, see ``WRITE_DELAY_ENV``).
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+    delay = pause
     try:
         with open(tmp, "wb") as f:
             half = len(data) // 2
@@ -87,8 +90,9 @@ class CheckpointStore:
         data = buffer.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         targets = ([self.path_for(iteration)] if regular else []) + ([self.folder / BEST_NAME] if best else [])
+        pause = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
         for path in targets:
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data, pause)
             atomic_write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
         self._prune()
         return targets[0]

@@ -52,6 +52,8 @@ class TrainResult:
     best_psnr: float | None
     validation: list[SetScore] = field(default_factory=list)
     skipped_steps: int = 0
+    model: nn.Module | None = field(default=None, repr=False)  # the trained network (this rank's copy)
+    ema_model: nn.Module | None = field(default=None, repr=False)  # its EMA: what validation and export use
 
 
 def resolve_device(requested: str | None, ctx_local_rank: int = 0) -> torch.device:
@@ -99,12 +101,15 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
     memory_format = memory_format_for(device.type, channels_last)
 
-    store = CheckpointStore(run_dir / "checkpoints", t.keep_last)
+    pending_warnings: list[str] = []  # from the resume search, which runs before the logger exists
+    store = CheckpointStore(run_dir / "checkpoints", t.keep_last, warn=pending_warnings.append)
     # Every rank reads the checkpoint itself (the run folder must be on storage all ranks see).
     start_state = _find_resume_state(store, resume, run_dir)
     start = int(start_state["iteration"]) if start_state else 0
     log = RunLogger(run_dir, ctx.is_main, config.logging.tensorboard, config.logging.progress_bar, t.iterations, start)
     store.warn = log.warn
+    for message in pending_warnings:
+        log.warn(message)
     try:
         val_sets = load_validation_sets(config, log) if ctx.is_main else []
         torch.manual_seed(t.seed)
@@ -132,6 +137,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             best_psnr = start_state["best_psnr"]
             data_position = int(start_state["data_position"])
         last_checkpoint: Path | None = Path(start_state["path"]) if start_state else None
+        # The newest checkpoint written right after a healthy step: what the NaN guard points the user to.
+        last_good: Path | None = last_checkpoint if start_state and not guard.consecutive else None
         # Wrap after loading, so every rank starts from the same restored weights.
         model: nn.Module = raw_model
         if ctx.enabled:
@@ -167,7 +174,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             lr_now = schedule.step(iteration)
             result = step(batch["lr"], batch["hr"])
             data_position += t.batch_size
-            guard.record(result.applied, iteration, str(last_checkpoint) if last_checkpoint else None)
+            guard.record(result.applied, iteration, str(last_good) if last_good else None)
             if result.applied:
                 window_loss += result.loss
                 window_steps += 1
@@ -193,11 +200,12 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
                 window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
                 window_start = time.perf_counter()
 
-            validate_now = bool(val_sets) and (iteration % t.val_every == 0 or iteration == t.iterations)
+            # Decided from the config, identically on every rank (only rank 0 holds the sets and validates).
+            validate_now = bool(config.data.val) and (iteration % t.val_every == 0 or iteration == t.iterations)
             save_now = iteration % t.save_every == 0 or iteration == t.iterations
             is_best = False
             pause_start = time.perf_counter()
-            if validate_now:  # rank 0 only (others have no sets): the rest wait at the barrier below
+            if validate_now and ctx.is_main:  # the other ranks wait at the barrier below
                 scores = validate(ema.module, val_sets, device, iteration, log, config.logging.val_panels)
                 is_best = best_psnr is None or scores[0].psnr > best_psnr
                 if is_best:
@@ -209,10 +217,12 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
                     config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard, best_psnr
                 )
                 path = store.save(state, iteration, best=is_best, regular=save_now)
-                if save_now:
-                    last_checkpoint = path
-                    log.info(f"saved checkpoint {path}")
-            if save_now or validate_now or is_best:
+                log.info(f"saved checkpoint {path}" if save_now else f"saved {store.folder / 'best.pth'}")
+            if save_now:  # every rank knows the path, so every rank's NaN-guard message can name it
+                last_checkpoint = store.path_for(iteration)
+                if guard.consecutive == 0:
+                    last_good = last_checkpoint
+            if save_now or validate_now:
                 barrier(ctx)
                 window_start += time.perf_counter() - pause_start  # keep validation and saving out of it/s
 
@@ -229,6 +239,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             best_psnr=best_psnr,
             validation=scores,
             skipped_steps=guard.skipped_total,
+            model=raw_model,
+            ema_model=ema.module,
         )
     finally:
         log.close()

@@ -1,0 +1,254 @@
+"""The trainer: exact resume, crash safety of checkpoints, the NaN guard, DDP on CPU, and a quickstart that learns.
+
+Everything runs on tiny generated data (man-tiny x2, LR patches of 12 px, batch 2) except the quickstart test,
+which uses the shared training photos and Set5 and skips cleanly where they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import mlkasr
+from mlkasr.config import config_from_dict
+from mlkasr.evaluation import evaluate, load_benchmark_set
+from mlkasr.training import CheckpointCorrupt, CheckpointStore, TrainingDiverged, load_checkpoint, train
+from mlkasr.training.checkpoints import WRITE_DELAY_ENV
+from mlkasr.training.schedule import learning_rate
+from mlkasr.config import ScheduleConfig
+
+from conftest import REPO_ROOT, shared_path
+
+
+def _write_images(folder: Path, count: int, size: int, seed: int) -> Path:
+    """Smooth random textures (upsampled noise), so that a network has something learnable to do."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        small = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8)
+        image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _write_images(root / "train", 6, 48, seed=1)
+    _write_images(root / "val" / "HR", 2, 32, seed=2)
+    return root
+
+
+def _config(data_dir: Path, *overrides: str, val: bool = False):
+    raw = {
+        "name": "tiny",
+        "model": {"name": "man-tiny", "scale": 2},
+        "data": {
+            "train": {"hr": str(data_dir / "train"), "patch_size": 12, "num_workers": 0},
+            "val": [{"path": str(data_dir / "val"), "name": "tinyval"}] if val else [],
+        },
+        "train": {"iterations": 6, "batch_size": 2, "lr": 1e-3, "save_every": 3, "val_every": 3,
+                  "schedule": {"milestones": [4]}, "ema_decay": 0.9},
+        "logging": {"log_every": 2, "progress_bar": False, "tensorboard": False},
+    }
+    return config_from_dict(raw, overrides)
+
+
+def _same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# -- schedules -----------------------------------------------------------------------------------------------
+
+
+def test_multistep_milestones_are_counted_exactly():
+    s = ScheduleConfig(kind="multistep", milestones=[800_000, 1_200_000, 1_400_000, 1_500_000], gamma=0.5)
+    lr = lambda it: learning_rate(s, 5e-4, 1_600_000, it)  # noqa: E731
+    assert lr(1) == 5e-4
+    assert lr(799_999) == 5e-4 and lr(800_000) == 2.5e-4
+    assert lr(1_199_999) == 2.5e-4 and lr(1_200_000) == 1.25e-4
+    assert lr(1_399_999) == 1.25e-4 and lr(1_400_000) == 6.25e-5  # the official typo would halve at 140000
+    assert lr(140_000) == 5e-4
+    assert lr(1_500_000) == 3.125e-5 and lr(1_600_000) == 3.125e-5
+
+
+def test_cosine_with_linear_warmup():
+    s = ScheduleConfig(kind="cosine", warmup_iterations=10, min_lr=1e-6)
+    lr = lambda it: learning_rate(s, 1e-3, 110, it)  # noqa: E731
+    assert lr(1) == pytest.approx(1e-4) and lr(5) == pytest.approx(5e-4) and lr(10) == pytest.approx(1e-3)
+    assert lr(60) == pytest.approx((1e-3 + 1e-6) / 2)
+    assert lr(110) == pytest.approx(1e-6)
+    assert all(lr(i) >= lr(i + 1) for i in range(10, 110))
+
+
+# -- resume --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bit_exact(data_dir, tmp_path, workers):
+    w = f"data.train.num_workers={workers}"
+    straight = train(_config(data_dir, w), tmp_path / "straight", device="cpu")
+    train(_config(data_dir, w, "train.iterations=3"), tmp_path / "split", device="cpu")
+    resumed = train(_config(data_dir, w), tmp_path / "split", resume="auto", device="cpu")
+    assert resumed.iteration == straight.iteration == 6
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "iter_00000006.pth")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "iter_00000006.pth")
+    _same_tensors(a["model"], b["model"])
+    _same_tensors(a["ema"], b["ema"])
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        _same_tensors(pa, pb)
+    assert a["data_position"] == b["data_position"] == 12
+    # The milestone at 4 must have applied in both: the schedule is part of what resumes.
+    assert a["schedule"]["last_iteration"] == b["schedule"]["last_iteration"] == 6
+    log = (tmp_path / "split" / "train.log").read_text()
+    assert "resumed from" in log and "iter_00000003.pth at iteration 3" in log
+
+
+def test_checkpoint_is_safe_to_load_and_readable_by_load_model(data_dir, tmp_path):
+    result = train(_config(data_dir, "train.iterations=3"), tmp_path / "run", device="cpu")
+    path = tmp_path / "run" / "checkpoints" / "iter_00000003.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"model", "ema", "optimizer", "schedule", "scaler", "rng", "iteration", "data_position"} <= set(state)
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    model = mlkasr.load_model(path)
+    _same_tensors(model.state_dict(), state["ema"])  # load_model prefers the EMA weights
+    assert not all(torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    exported = mlkasr.load_model(result.exported)
+    _same_tensors(exported.state_dict(), state["ema"])
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "iterations: 3" in resolved
+
+
+def test_fresh_run_refuses_a_folder_with_checkpoints(data_dir, tmp_path):
+    train(_config(data_dir, "train.iterations=3"), tmp_path / "run", device="cpu")
+    with pytest.raises(mlkasr.errors.MlkasrError, match="already holds checkpoints"):
+        train(_config(data_dir), tmp_path / "run", device="cpu")
+
+
+def test_corrupt_checkpoints_are_skipped(tmp_path):
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, keep_last=5, warn=warnings.append)
+    state = {"format": "mlkasr-train", "iteration": 0, "w": torch.arange(1000.0)}
+    for iteration in (1, 2, 3):
+        store.save({**state, "iteration": iteration}, iteration)
+    newest, middle = store.path_for(3), store.path_for(2)
+    newest.write_bytes(newest.read_bytes()[:-500])  # truncated
+    data = bytearray(middle.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: only the checksum notices
+    middle.write_bytes(bytes(data))
+    path, loaded = store.latest_valid()
+    assert path == store.path_for(1) and loaded["iteration"] == 1
+    assert len(warnings) == 2 and "iter_00000003.pth" in warnings[0] and "checksum mismatch" in warnings[1]
+    with pytest.raises(CheckpointCorrupt, match="checksum mismatch"):
+        load_checkpoint(newest)
+    store.path_for(1).with_name("iter_00000001.pth.sha256").unlink()
+    assert store.latest_valid() is None  # an unverified file is never trusted for --resume auto
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_a_resumable_run(data_dir, tmp_path):
+    config_path = tmp_path / "c.yaml"
+    from mlkasr.config import dump_config
+
+    dump_config(_config(data_dir, "train.iterations=4", "train.save_every=2"), config_path)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, WRITE_DELAY_ENV: "3", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlkasr", "train", str(config_path), "--run-dir", str(run_dir), "--device", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+    )
+    ckpts = run_dir / "checkpoints"
+    deadline = time.monotonic() + 150
+    try:
+        while not list(ckpts.glob(".iter_00000004.pth.tmp*")):  # the second checkpoint, half written
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the checkpoint write never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (ckpts / "iter_00000002.pth").is_file() and not (ckpts / "iter_00000004.pth").exists()
+    partial = list(ckpts.glob(".iter_00000004.pth.tmp*"))
+    assert partial and partial[0].stat().st_size < (ckpts / "iter_00000002.pth").stat().st_size
+    # Worse still: a newest "checkpoint" that is garbage. --resume auto must skip it with a warning.
+    (ckpts / "iter_00000003.pth").write_bytes(b"PK\x03\x04 not really a zip")
+    (ckpts / "iter_00000003.pth.sha256").write_text("0" * 64 + "  iter_00000003.pth\n")
+    result = train(_config(data_dir, "train.iterations=4", "train.save_every=2"), run_dir, resume="auto",
+                   device="cpu")
+    assert result.iteration == 4 and (ckpts / "iter_00000004.pth").is_file()
+    assert not list(ckpts.glob(".*.tmp*"))  # the dead writer's leftover was cleaned up
+    log = (run_dir / "train.log").read_text()
+    assert "WARNING: skipping checkpoint iter_00000003.pth" in log
+    assert "iter_00000002.pth at iteration 2" in log
+
+
+# -- the NaN/Inf guard ---------------------------------------------------------------------------------------
+
+
+class _NanFrom:
+    """L1, but NaN on the calls listed (1-based), to drive the guard."""
+
+    def __init__(self, bad_calls):
+        self.bad_calls, self.calls = set(bad_calls), 0
+
+    def __call__(self, sr, hr):
+        self.calls += 1
+        loss = (sr.float() - hr.float()).abs().mean()
+        return loss * float("nan") if self.calls in self.bad_calls else loss
+
+
+def test_nan_guard_skips_a_bad_step(data_dir, tmp_path):
+    result = train(_config(data_dir, "train.iterations=4", "train.save_every=4"), tmp_path / "run", device="cpu",
+                   loss_fn=_NanFrom({2}))
+    assert result.iteration == 4 and result.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert "iteration 2: non-finite loss or gradient, step skipped" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_nan_guard_stops_after_k_in_a_row(data_dir, tmp_path):
+    config = _config(data_dir, "train.iterations=10", "train.save_every=2", "train.nan_tolerance=3")
+    with pytest.raises(TrainingDiverged) as info:
+        train(config, tmp_path / "run", device="cpu", loss_fn=_NanFrom(range(4, 100)))
+    message = str(info.value)
+    assert "stopped at iteration 6" in message and "NaN/Inf for 3 steps in a row" in message
+    assert f"Last good checkpoint: {tmp_path / 'run' / 'checkpoints' / 'iter_00000002.pth'}" in message
+
+
+# -- DDP -----------------------------------------------------------------------------------------------------
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    config = _config(Path(data_dir), "train.batch_size=4", "train.iterations=3")
+    result = train(config, Path(out) / "run", device="cpu")
+    torch.save({"model": result.model.state_dict(), "ema": result.ema_model.state_dict()},
+               Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_two_processes_gloo_hold_identical_weights(data_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(data_dir), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    _same_tensors(r0["model"], r1["model"])
+    _same_tensors(r0["ema"], r1["ema"])
+    initial = mlkasr.build_model("man-tiny", 2).state_dict()
+    assert any(not torch.equal(initial[k], r0["model"][k]) for k in initial)  # it did train
+    assert (tmp_path / "run" / "checkpoints" / "iter_00000003.pth").is_file()
+    assert "world size 2, global batch 4" in (tmp_path / "run" / "train.log").read_text()
