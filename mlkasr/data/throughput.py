@@ -95,21 +95,29 @@ def bench_sources(hr_dir: str | os.PathLike, workdir: str | os.PathLike, scale: 
     }
 
 
-def main() -> None:
-    """``python -m mlkasr.data.throughput HR_DIR [WORKDIR]``: the table of the issue (x4, batch 16, P 48/64, 0/2 workers)."""
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mlkasr.data.throughput HR_DIR [--limit N] [--workdir DIR]``: the issue's table (x4, batch 16,
+    LR patch 48 and 64, 0 and 2 workers, each source; folders also with decoded images cached)."""
+    import argparse
     import tempfile
 
-    hr_dir = sys.argv[1]
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("hr_dir")
+    parser.add_argument("--limit", type=int, default=100, help="images used (default 100)")
+    parser.add_argument("--workdir", help="keep the built LMDB/LR here (default: a temporary folder)")
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = sys.argv[2] if len(sys.argv) > 2 else tmp
-        sources = bench_sources(hr_dir, workdir)
+        sources = bench_sources(args.hr_dir, args.workdir or tmp, limit=args.limit)
+        images = len(list_images(Path(args.workdir or tmp) / "HR"))
         for name, source in sources.items():
             for cache in ((False, True) if name != "lmdb" else (False,)):
+                # A cached run is timed once every worker holds every image (steady state of a long run).
+                warmup = 2 * (images // 16 + 1) + 2 if cache else 2
                 for patch in (48, 64):
                     for workers in (0, 2):
                         result = measure_loader(source, f"{name}{'+cache' if cache else ''}", 4, patch, 16, workers,
-                                                cache_images=cache)
+                                                batches=args.batches, warmup=warmup, cache_images=cache)
                         print(result.row(), flush=True)
 
 
