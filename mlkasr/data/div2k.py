@@ -82,6 +82,13 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
         raise DataError(f"{lr_root}: LR root not found (expected {lr_root}/X2/0001x2.png ...)")
     outputs = plan_outputs(hr_dir, lr_root, output, scales)
     report = Div2kReport(outputs)
+    if not (reuse or overwrite):  # say it once, up front, with both ways out
+        planned = [outputs.hr_sub, outputs.hr_lmdb, *outputs.lr_sub.values(), *outputs.lr_lmdb.values(),
+                   *(lr_folder(output / lr_root.name, s) for s in scales)]
+        existing = [str(p) for p in planned if p.exists()]
+        if existing:
+            raise DataError(f"{existing[0]} already exists (and {len(existing) - 1} more outputs): pass --reuse to keep "
+                            "them and finish an earlier run, or --overwrite to rebuild")
     skip = lambda *paths: reuse and all(p.exists() for p in paths)  # noqa: E731
 
     # 1. LR: the official images where present, else MATLAB-bicubic ones generated into the output folder.
