@@ -188,3 +188,17 @@ def test_bad_inputs(tiny):
         up.upscale_image(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(MlkasrError, match="uint8 or uint16"):
         up.upscale_image(np.zeros((8, 8, 3), np.float32))
+
+
+def test_cuda_tile_suggestion_follows_free_memory(monkeypatch):
+    from mlkasr.inference.engine import suggest_cuda_tile
+
+    model = build_model("man-tiny", 4)
+    tiles = []
+    for free_gib in (0.01, 1, 8, 80):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, f=free_gib: (int(f * 2**30), 80 * 2**30))
+        tiles.append(suggest_cuda_tile(model, "cuda", "fp32"))
+    assert tiles == sorted(tiles) and tiles[0] == 64 and tiles[-1] == 2048
+    assert all(t % 32 == 0 for t in tiles)
+    # 1 GiB free: half of it over ~14 x 48 + 6 x 16 float32 values per LR pixel -> 418 px, rounded down to 416
+    assert tiles[1] == 416

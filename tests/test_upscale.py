@@ -218,3 +218,19 @@ def test_out_of_memory_halves_the_tile(model_path, tmp_path, monkeypatch):
     assert tiles_seen[:3] == [128, 64, 32]
     assert any("retrying with --tile 64" in m for m in messages)
     assert read_image(tmp_path / "out" / "x_x2.png").shape == (140, 140, 3)
+
+
+@pytest.mark.parametrize(
+    "extension, channels",
+    [(e, c) for e in (".png", ".jpg", ".bmp", ".tif", ".webp") for c in (1, 3, 4) if (e, c) != (".jpg", 4)],
+)
+def test_read_image_size_from_headers(tmp_path, extension, channels):
+    path = tmp_path / f"a{extension}"
+    write_image(path, np.zeros((37, 301, channels), np.uint8))
+    assert read_image_size(path) == (301, 37)
+
+
+def test_read_image_size_of_non_images(tmp_path):
+    (tmp_path / "t.png").write_text("hello")
+    assert read_image_size(tmp_path / "t.png") is None
+    assert read_image_size(tmp_path / "missing.png") is None

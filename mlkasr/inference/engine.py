@@ -307,9 +307,10 @@ def _no_tf32(device: torch.device) -> Iterator[None]:
 def suggest_cuda_tile(model: nn.Module, device: torch.device | str, precision: str = "fp32") -> int:
     """A tile side (LR pixels) whose activations fit in half of the device's free memory.
 
-    The footprint per LR pixel is estimated from the widest activations of a MAB (about 14 x n_feats values
-    alive at once, measured on the CPU) plus the 3s^2 output channels; an out-of-memory error is still possible
-    (fragmentation, other processes), so callers halve the tile and retry.
+    The footprint per LR pixel: the peak of one forward pass was measured on the CPU at 13.5-14.3 x n_feats
+    float32 values per LR pixel (man-tiny at 128^2 and 256^2, man-light at 192^2, NCHW and channels_last), plus
+    the 3s^2 output channels, taken as 6s^2 for the output copy. Not yet measured on a GPU: an out-of-memory error
+    is still possible (allocator fragmentation, other processes), so callers halve the tile and retry.
     """
     device = torch.device(device)
     free, _total = torch.cuda.mem_get_info(device)
