@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval", "prepare", "train", "upscale")
+COMMANDS = ("info", "eval", "prepare", "train", "upscale", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,27 @@
+"""One measured row, exactly as it is written to the JSON file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    model: str  # a variant name; "" for data rows
+    scale: int
+    what: str  # "train" | "infer" | "data"
+    path: str  # a BenchPath name, or the data source kind
+    batch: int
+    size: int  # LR patch side (train, data) or LR input side (infer)
+    median_ms: float  # per training step, per inference pass, or per loader batch
+    min_ms: float
+    max_ms: float
+    peak_mem_mb: float | None  # CUDA: max allocated; CPU: peak RSS of a fresh process running only this path
+    device: str
+    patches_per_s: float | None = None  # data rows only
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        if self.patches_per_s is None:
+            del row["patches_per_s"]
+        return row

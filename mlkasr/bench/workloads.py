@@ -1,0 +1,82 @@
+"""A training step or an inference pass of one network on one path, as a zero-argument callable.
+
+Training step = forward + L1 loss + backward + Adam step (the paper's recipe), on a random batch of LR patches.
+Inference = one forward of one LR image without autograd.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..models import MAN, build_model
+from ..models.reference import to_reference
+from .paths import BenchPath
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    scale: int
+    what: str  # "train" | "infer"
+    batch: int
+    size: int  # LR side
+
+
+def base_model(workload: Workload, seed: int = 0) -> MAN:
+    """The same weights for every path of one workload (the seed fixes them)."""
+    torch.manual_seed(seed)
+    return build_model(workload.model, workload.scale)
+
+
+def build_step(workload: Workload, path: BenchPath, device: torch.device, model: MAN | None = None) -> Callable[[], None]:
+    model = copy.deepcopy(model) if model is not None else base_model(workload)
+    if path.reference:
+        model = to_reference(model)
+    memory_format = torch.channels_last if path.uses_channels_last(device.type) else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    runner = torch.compile(model) if path.compile else model
+    gen = torch.Generator().manual_seed(1)
+    lr = torch.rand(workload.batch, 3, workload.size, workload.size, generator=gen)
+    lr = lr.to(device).contiguous(memory_format=memory_format)
+    if workload.what == "train":
+        hr_side = workload.size * workload.scale
+        hr = torch.rand(workload.batch, 3, hr_side, hr_side, generator=gen).to(device).contiguous(memory_format=memory_format)
+        return _train_step(model.train(), runner, lr, hr, path, device)
+    if workload.what == "infer":
+        return _infer_step(model.eval(), runner, lr, path, device)
+    raise ValueError(f"unknown workload kind {workload.what!r}")
+
+
+def _autocast(path: BenchPath, device: torch.device):
+    if path.autocast is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=path.autocast)
+
+
+def _train_step(model: MAN, runner, lr: torch.Tensor, hr: torch.Tensor, path: BenchPath, device: torch.device):
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-4, betas=(0.9, 0.99))
+    # fp16 needs loss scaling to train at all, so its cost belongs in the step
+    scaler = torch.amp.GradScaler(device.type, enabled=path.autocast is torch.float16)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(path, device):
+            loss = F.l1_loss(runner(lr), hr)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def _infer_step(model: MAN, runner, lr: torch.Tensor, path: BenchPath, device: torch.device):
+    def step() -> None:
+        with torch.no_grad(), _autocast(path, device):
+            runner(lr)
+
+    return step
