@@ -26,10 +26,14 @@ import torch
 from ..errors import MlkasrError
 from ..imaging.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image, read_image_size, write_image
 from ..imaging.resize import imresize
-from .engine import Upscaler
+from .engine import Upscaler, suggest_cuda_tile
 
 OUTPUT_FORMATS = ("png", "same")
 DEFAULT_MAX_PIXELS = 40_000_000  # LR pixels; an 8K frame (33 MP) passes, a 20k x 20k "image" does not
+# LR pixels. With the 16-pixel overlap a 256 tile recomputes (256/240)^2 - 1 = 14% of the pixels (128: 31%);
+# its forward pass peaks at ~14 x n_feats float32 per LR pixel: 0.17 GB for man-tiny, 0.66 GB for the base MAN
+# (measured on the CPU). A 2000x1500 -> 8000x6000 man-tiny run peaked at 1.06 GB resident.
+DEFAULT_CPU_TILE = 256
 MIN_OOM_TILE = 32  # below this, halving the tile after an out-of-memory error stops and the file fails
 
 Log = Callable[[str], None]
@@ -299,14 +303,6 @@ def _tqdm(**kwargs):
 
 def default_tile(upscaler_device: torch.device, model: torch.nn.Module, precision: str) -> int:
     """The tile a run uses when none is asked for: measured on the CPU, from free memory on CUDA."""
-    from .engine import suggest_cuda_tile
-
     if upscaler_device.type == "cuda":
         return suggest_cuda_tile(model, upscaler_device, precision)
     return DEFAULT_CPU_TILE
-
-
-# LR pixels. With the 16-pixel overlap a 256 tile recomputes (256/240)^2 - 1 = 14% of the pixels (128: 31%);
-# its forward pass peaks at ~14 x n_feats float32 per LR pixel: 0.17 GB for man-tiny, 0.66 GB for the base MAN
-# (measured on the CPU). A 2000x1500 -> 8000x6000 man-tiny run peaked at 1.06 GB resident.
-DEFAULT_CPU_TILE = 256
