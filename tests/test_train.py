@@ -252,3 +252,49 @@ def test_ddp_two_processes_gloo_hold_identical_weights(data_dir, tmp_path):
     assert any(not torch.equal(initial[k], r0["model"][k]) for k in initial)  # it did train
     assert (tmp_path / "run" / "checkpoints" / "iter_00000003.pth").is_file()
     assert "world size 2, global batch 4" in (tmp_path / "run" / "train.log").read_text()
+
+
+# -- mixed precision paths (CUDA's, exercised on the CPU) ------------------------------------------------------
+
+
+def test_precision_resolution():
+    from mlkasr.errors import MlkasrError
+    from mlkasr.training.step import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == "fp32"  # bf16 gains nothing on CPU (measured)
+    assert resolve_precision("bf16", cpu).name == "bf16" and not resolve_precision("bf16", cpu).use_scaler
+    with pytest.raises(MlkasrError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_and_grad_scaler_steps_run(dtype):
+    from mlkasr.config import TrainConfig
+    from mlkasr.training.distributed import DistContext
+    from mlkasr.training.ema import ModelEMA
+    from mlkasr.training.losses import build_loss
+    from mlkasr.training.optim import build_optimizer
+    from mlkasr.training.step import Precision, TrainStep
+
+    cfg = TrainConfig(grad_clip=1.0)
+    model = mlkasr.build_model("man-tiny", 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    precision = Precision(dtype, use_scaler=dtype == torch.float16)  # fp16 + GradScaler, as on CUDA
+    step = TrainStep(model, model, build_loss(cfg), build_optimizer(model, cfg), ModelEMA(model, 0.9), precision,
+                     torch.device("cpu"), cfg.grad_clip, DistContext(), torch.contiguous_format)
+    result = step(torch.rand(2, 3, 12, 12), torch.rand(2, 3, 24, 24))
+    assert result.applied and np.isfinite(result.loss)
+    assert step.scaler.is_enabled() == (dtype == torch.float16)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights
+
+
+def test_missing_data_is_reported_before_a_run_folder_is_made(data_dir, tmp_path):
+    from mlkasr.errors import MlkasrError
+
+    with pytest.raises(MlkasrError, match=r"data\.train\.hr: .*nowhere does not exist.*--set data\.train\.hr=PATH"):
+        train(_config(data_dir, f"data.train.hr={tmp_path / 'nowhere'}"), tmp_path / "run", device="cpu")
+    with pytest.raises(MlkasrError, match=r"data\.val\[0\]\.path: .* is not a benchmark folder"):
+        train(_config(data_dir, f"data.val=[{{path: {tmp_path}}}]"), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()

@@ -21,8 +21,8 @@ def _is_lmdb(path: Path) -> bool:
     return (path / "data.mdb").is_file()
 
 
-def build_source(config: Config) -> PatchSource:
-    """HR+LR LMDBs, HR+LR folders, or HR only (LR made on the fly), from ``data.train.hr`` / ``data.train.lr``."""
+def check_data_paths(config: Config) -> None:
+    """Fail fast, before a run folder is created, when training or validation data is not where the config says."""
     train = config.data.train
     if train.hr is None:
         raise MlkasrError("data.train.hr is not set: give a folder of HR images or an HR LMDB, "
@@ -31,11 +31,20 @@ def build_source(config: Config) -> PatchSource:
     if not hr.exists():
         raise MlkasrError(f"data.train.hr: {hr} does not exist (relative paths are read from the current folder "
                           f"{Path.cwd()}); set it with --set data.train.hr=PATH")
-    if train.lr is None:
+    if train.lr is not None and not Path(train.lr).exists():
+        raise MlkasrError(f"data.train.lr: {train.lr} does not exist; set it, or set it to null to make LR on the fly")
+    for i, val in enumerate(config.data.val):
+        if not (Path(val.path) / "HR").is_dir():
+            raise MlkasrError(f"data.val[{i}].path: {val.path} is not a benchmark folder (expected {val.path}/HR/)")
+
+
+def build_source(config: Config) -> PatchSource:
+    """HR+LR LMDBs, HR+LR folders, or HR only (LR made on the fly), from ``data.train.hr`` / ``data.train.lr``."""
+    check_data_paths(config)
+    hr = Path(config.data.train.hr)
+    if config.data.train.lr is None:
         return HrOnlySource(hr)
-    lr = Path(train.lr)
-    if not lr.exists():
-        raise MlkasrError(f"data.train.lr: {lr} does not exist; set it, or set it to null to make LR on the fly")
+    lr = Path(config.data.train.lr)
     if _is_lmdb(hr) and _is_lmdb(lr):
         return LmdbPairSource(hr, lr)
     if hr.is_dir() and lr.is_dir() and not _is_lmdb(hr) and not _is_lmdb(lr):
@@ -43,8 +52,10 @@ def build_source(config: Config) -> PatchSource:
     raise MlkasrError(f"data.train.hr ({hr}) and data.train.lr ({lr}) must both be LMDBs or both be folders")
 
 
-def build_train_batches(config: Config, ctx: DistContext, start: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless per-rank batches (``B / W`` samples each) beginning at global draw ``start``."""
+def build_train_batches(
+    config: Config, ctx: DistContext, start: int
+) -> tuple[Iterator[dict[str, torch.Tensor]], str]:
+    """Endless per-rank batches (``B / W`` samples each) beginning at global draw ``start``, and a description."""
     source = build_source(config)
     dataset = PairedPatchDataset(
         source,
@@ -63,8 +74,4 @@ def build_train_batches(config: Config, ctx: DistContext, start: int) -> Iterato
         world_size=ctx.world_size,
         seed=config.data.train.seed,
     )
-    return iter(loader)
-
-
-def describe_source(config: Config) -> str:
-    return build_source(config).describe()
+    return iter(loader), dataset.describe()

@@ -26,7 +26,7 @@ from ..errors import MlkasrError
 from ..models import build_model, save_model
 from ..models.runtime import memory_format_for, place_model, prefers_channels_last
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
-from .data import build_train_batches
+from .data import build_train_batches, check_data_paths
 from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from .ema import ModelEMA
 from .guard import NonFiniteGuard
@@ -98,6 +98,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             f"{ctx.world_size} processes"
         )
     precision = resolve_precision(t.precision, device)
+    check_data_paths(config)
     channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
     memory_format = memory_format_for(device.type, channels_last)
 
@@ -162,7 +163,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         if start >= t.iterations:
             log.info(f"nothing to do: already at iteration {start} of {t.iterations}")
 
-        batches = build_train_batches(config, ctx, data_position)
+        batches, data_description = build_train_batches(config, ctx, data_position)
+        log.info(f"training data: {data_description}")
         raw_model.train()
         scores: list[SetScore] = []
         window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
