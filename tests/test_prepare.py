@@ -329,3 +329,33 @@ def test_cli_prepare_lr_subimages_lmdb_steps(tmp_path, capsys):
     assert main(["prepare", "check", str(tmp_path / "hs.lmdb"), "--pair", str(tmp_path / "ls.lmdb"), "--scale", "2",
                  "--quiet"]) == 1
     assert "expected" in capsys.readouterr().out
+
+
+def test_ctrl_c_during_a_parallel_build_exits_cleanly_and_leaves_nothing(tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C does): workers ignore it, the parent cancels and cleans up."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for copy in range(3):  # 600 images: seconds of work even on a fast machine
+        for path in list_images(shared_path("train", "BSD200")):
+            os.symlink(path, images / f"c{copy}_{path.name}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlkasr", "prepare", "lmdb", "--input", str(images), "--output",
+         str(tmp_path / "out.lmdb"), "--workers", "2", "--quiet"],
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.glob("out.lmdb.partial-*/data.mdb")):
+        assert process.poll() is None and time.monotonic() < deadline, "the build did not start"
+        time.sleep(0.02)
+    time.sleep(0.5)  # past the workers' fork: a SIGINT landing inside CPython's at-fork hooks is dropped
+    assert process.poll() is None, "the build finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the interrupted build hung instead of exiting")
+    assert process.returncode == 130, output.decode()
+    assert "interrupted" in output.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

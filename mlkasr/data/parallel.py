@@ -18,9 +18,14 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
+    import signal
+
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+    # Ctrl-C reaches the whole process group: only the parent should react (cancel what is pending, let the running
+    # items finish, delete its partial output). A worker dying of it would break the pool and hang the shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = True) -> list[R]:
