@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--pair", help="the LR LMDB paired with it")
     sub.add_argument("--scale", type=int, help="scale of the pair (HR = S x LR)")
     sub.add_argument("--limit", type=int, default=20, help="how many problems to list (default 20)")
-    common(sub, overwrite=False, workers=False)
+    common(sub, overwrite=False)
 
     sub = steps.add_parser("div2k", help="the whole recipe: LR (official or generated), sub-images, LMDBs, check")
     sub.add_argument("--hr", required=True, help="HR folder, e.g. DIV2K_train_HR (any folder of HR images works)")
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.prepare_step == "check":
         if (args.pair is None) != (args.scale is None):
             raise MlkasrError("--pair and --scale go together")
-        report = data.check_lmdb(args.lmdb, args.pair, args.scale, limit=args.limit, progress=progress)
+        report = data.check_lmdb(args.lmdb, args.pair, args.scale, limit=args.limit, workers=args.workers,
+                                 progress=progress)
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
     elif args.prepare_step == "div2k":

@@ -5,7 +5,7 @@ Preparation (``mlkasr prepare``): ``extract_subimages``, ``generate_lr``, ``pack
 ``PairedPatchDataset``, read through ``build_loader`` / ``DrawSampler`` for exact resume and DDP sharding.
 """
 
-from .check import CheckReport, check_lmdb
+from .check import CheckReport, LmdbInspection, check_inspected, check_lmdb, inspect_lmdb
 from .dataset import Draw, PairedPatchDataset
 from .div2k import Div2kReport, prepare_div2k
 from .errors import DataError
@@ -18,7 +18,7 @@ from .sources import FolderPairSource, HrOnlySource, LmdbPairSource, PatchSource
 from .subimages import SubImageGrid, Window, grid_windows, window_starts
 
 __all__ = [
-    "CheckReport", "DataError", "Div2kReport", "Draw", "DrawSampler", "FolderPairSource", "HrOnlySource",
+    "CheckReport", "LmdbInspection", "check_inspected", "inspect_lmdb", "DataError", "Div2kReport", "Draw", "DrawSampler", "FolderPairSource", "HrOnlySource",
     "LmdbImageReader", "LmdbPairSource", "LmdbWriter", "LrCut", "MetaEntry", "PackReport", "PairedPatchDataset",
     "PatchSource", "SourceItem", "SubImageGrid", "SubImageReport", "Window", "build_loader", "check_lmdb",
     "extract_subimages", "generate_lr", "grid_windows", "pack_folder", "prepare_div2k", "read_meta_info",

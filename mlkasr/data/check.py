@@ -2,6 +2,8 @@
 
 Every record decodes; meta_info.txt lists exactly the records with their true sizes; for a pair, the key sets are
 equal and each HR record is S times its LR record (``LR = floor(HR / S)``). Problems are reported by key.
+Decoding every record is the cost (tens of thousands of PNGs for DIV2K): it runs in worker processes, and one
+``inspect_lmdb`` of the HR set serves the checks of every scale.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from tqdm import tqdm
 
 from .codec import decode_image_bytes
 from .errors import DataError
-from .lmdb_store import LmdbImageReader, read_meta_info
+from .lmdb_store import LmdbImageReader, MetaEntry, read_meta_info
+from .parallel import default_workers, ordered_map
 from .subimages import expected_lr_shape
 
 
 @dataclass(frozen=True)
 class Problem:
-    where: str  # "NAME.lmdb key 'k'" or a file
+    where: str  # "NAME.lmdb key 'k'" or "NAME.lmdb"
     message: str
 
     def __str__(self) -> str:
@@ -57,65 +60,114 @@ class CheckReport:
         return [described, f"{self.problem_count} problem(s):", *shown, *([f"  ... and {more} more"] if more > 0 else [])]
 
 
-def _decoded_shapes(reader: LmdbImageReader, report: CheckReport, progress: bool) -> dict[str, tuple[int, ...]]:
-    """Decode every record (the only way to know it decodes); return key -> shape of those that do."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, data in tqdm(reader.records(), desc=f"check {reader.path.name}", unit="rec", disable=not progress,
-                          dynamic_ncols=True):
-        where = f"{reader.path.name} key {key!r}"
-        try:
-            shapes[key] = decode_image_bytes(data, where).shape
-        except DataError as exc:
-            report.add(where, str(exc).split(": ", 1)[-1])
-    return shapes
+@dataclass
+class LmdbInspection:
+    """What one LMDB holds: decoded shape per key, undecodable keys with the reason, and its meta_info.txt."""
+
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+    undecodable: dict[str, str]
+    meta: dict[str, MetaEntry] | None
+    meta_error: str | None = None
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.shapes) | set(self.undecodable)
+
+    def where(self, key: str) -> str:
+        return f"{self.path.name} key {key!r}"
 
 
-def _check_meta(path: Path, shapes: dict[str, tuple[int, ...]], keys: set[str], report: CheckReport) -> None:
+def _decode_shape(record: tuple[str, bytes]) -> tuple[str, tuple[int, ...] | None, str | None]:
+    key, data = record
     try:
-        meta = read_meta_info(path)
+        return key, decode_image_bytes(data, key).shape, None
     except DataError as exc:
-        report.add(path.name, str(exc))
+        return key, None, str(exc).removeprefix(f"{key}: ")
+
+
+def inspect_lmdb(path: str | os.PathLike, workers: int | None = None, progress: bool = True) -> LmdbInspection:
+    reader = LmdbImageReader(path)
+    total = len(reader.keys())
+    shapes: dict[str, tuple[int, ...]] = {}
+    undecodable: dict[str, str] = {}
+    records = ordered_map(_decode_shape, _ReaderRecords(reader, total), workers or default_workers())
+    for key, shape, reason in tqdm(records, total=total, desc=f"check {reader.path.name}", unit="rec",
+                                   disable=not progress, dynamic_ncols=True):
+        if shape is None:
+            undecodable[key] = reason
+        else:
+            shapes[key] = shape
+    try:
+        meta, meta_error = read_meta_info(reader.path), None
+    except DataError as exc:
+        meta, meta_error = None, str(exc)
+    return LmdbInspection(reader.path, shapes, undecodable, meta, meta_error)
+
+
+class _ReaderRecords:
+    """The records as a sized iterable (what ``ordered_map`` takes), read lazily in key order."""
+
+    def __init__(self, reader: LmdbImageReader, total: int) -> None:
+        self.reader, self.total = reader, total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self):
+        return iter(self.reader.records())
+
+
+def _report_one(inspection: LmdbInspection, report: CheckReport) -> None:
+    for key, reason in sorted(inspection.undecodable.items()):
+        report.add(inspection.where(key), reason)
+    name = inspection.path.name
+    if inspection.meta_error is not None:
+        report.add(name, inspection.meta_error)
         return
+    meta = inspection.meta
     if meta is None:
-        report.add(path.name, "no meta_info.txt (BasicSR readers need it; rebuild with `mlkasr prepare lmdb`)")
+        report.add(name, "no meta_info.txt (BasicSR readers need it; rebuild with `mlkasr prepare lmdb`)")
         return
-    for key in sorted(keys - meta.keys()):
-        report.add(f"{path.name} key {key!r}", "record not listed in meta_info.txt")
-    for key in sorted(meta.keys() - keys):
-        report.add(f"{path.name} key {key!r}", "listed in meta_info.txt but there is no such record")
-    for key in sorted(meta.keys() & shapes.keys()):
-        if meta[key].shape != shapes[key]:
-            report.add(f"{path.name} key {key!r}", f"meta_info.txt says {meta[key].shape}, the record is {shapes[key]}")
+    for key in sorted(inspection.keys - meta.keys()):
+        report.add(inspection.where(key), "record not listed in meta_info.txt")
+    for key in sorted(meta.keys() - inspection.keys):
+        report.add(inspection.where(key), "listed in meta_info.txt but there is no such record")
+    for key in sorted(meta.keys() & inspection.shapes.keys()):
+        if meta[key].shape != inspection.shapes[key]:
+            report.add(inspection.where(key), f"meta_info.txt says {meta[key].shape}, the record is {inspection.shapes[key]}")
+
+
+def check_inspected(hr: LmdbInspection, lr: LmdbInspection | None = None, scale: int | None = None,
+                    limit: int = 20) -> CheckReport:
+    """The report for one inspected LMDB, or for an HR/LR pair of them at ``scale``."""
+    if lr is not None and (scale is None or scale < 1):
+        raise DataError("checking a pair needs the scale (--scale S)")
+    report = CheckReport(hr.path, len(hr.keys), lr.path if lr else None, scale, limit=limit)
+    _report_one(hr, report)
+    if lr is None:
+        return report
+    _report_one(lr, report)
+    for key in sorted(hr.keys - lr.keys):
+        report.add(hr.where(key), f"no record with this key in {lr.path.name}")
+    for key in sorted(lr.keys - hr.keys):
+        report.add(lr.where(key), f"no record with this key in {hr.path.name}")
+    for key in sorted(hr.shapes.keys() & lr.shapes.keys()):
+        hr_shape, lr_shape = hr.shapes[key], lr.shapes[key]
+        expected = expected_lr_shape(hr_shape, scale)
+        if lr_shape[:2] != expected:
+            report.add(lr.where(key), f"LR is {lr_shape[1]}x{lr_shape[0]} (WxH), expected {expected[1]}x{expected[0]} "
+                                      f"(HR {hr_shape[1]}x{hr_shape[0]} / {scale})")
+        elif lr_shape[2] != hr_shape[2]:
+            report.add(lr.where(key), f"LR has {lr_shape[2]} channels, HR has {hr_shape[2]}")
+    return report
 
 
 def check_lmdb(path: str | os.PathLike, pair: str | os.PathLike | None = None, scale: int | None = None,
-               limit: int = 20, progress: bool = True) -> CheckReport:
+               limit: int = 20, workers: int | None = None, progress: bool = True) -> CheckReport:
     """Check one LMDB, or an HR LMDB (``path``) against its LR partner (``pair``) at ``scale``."""
     if pair is not None and (scale is None or scale < 1):
         raise DataError("checking a pair needs the scale (--scale S)")
-    report = CheckReport(Path(path), pair=Path(pair) if pair is not None else None, scale=scale, limit=limit)
-    hr_reader = LmdbImageReader(path)
-    hr_keys = set(hr_reader.keys())
-    report.records = len(hr_keys)
-    hr_shapes = _decoded_shapes(hr_reader, report, progress)
-    _check_meta(report.path, hr_shapes, hr_keys, report)
-    if pair is None:
-        return report
-    lr_reader = LmdbImageReader(pair)
-    lr_keys = set(lr_reader.keys())
-    lr_shapes = _decoded_shapes(lr_reader, report, progress)
-    _check_meta(report.pair, lr_shapes, lr_keys, report)
-    for key in sorted(hr_keys - lr_keys):
-        report.add(f"{report.path.name} key {key!r}", f"no record with this key in {report.pair.name}")
-    for key in sorted(lr_keys - hr_keys):
-        report.add(f"{report.pair.name} key {key!r}", f"no record with this key in {report.path.name}")
-    for key in sorted(hr_shapes.keys() & lr_shapes.keys()):
-        hr_shape, lr_shape = hr_shapes[key], lr_shapes[key]
-        expected = expected_lr_shape(hr_shape, scale)
-        if lr_shape[:2] != expected:
-            report.add(f"{report.pair.name} key {key!r}",
-                       f"LR is {lr_shape[1]}x{lr_shape[0]} (WxH), expected {expected[1]}x{expected[0]} "
-                       f"(HR {hr_shape[1]}x{hr_shape[0]} / {scale})")
-        elif lr_shape[2] != hr_shape[2]:
-            report.add(f"{report.pair.name} key {key!r}", f"LR has {lr_shape[2]} channels, HR has {hr_shape[2]}")
-    return report
+    hr = inspect_lmdb(path, workers, progress)
+    lr = inspect_lmdb(pair, workers, progress) if pair is not None else None
+    return check_inspected(hr, lr, scale, limit)

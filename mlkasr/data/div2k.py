@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging.io import list_images
-from .check import CheckReport, check_lmdb
+from .check import CheckReport, check_inspected, inspect_lmdb
 from .errors import DataError
 from .extract import LrCut, extract_subimages
 from .lr import generate_lr, lr_folder
@@ -129,8 +129,9 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
         log(f"lmdb: {packed.path} ({packed.records} records, {packed.bytes / 2**20:.1f} MiB)")
 
     # 4. Check each pair: decodes, meta_info, keys, sizes.
+    hr_inspection = inspect_lmdb(outputs.hr_lmdb, workers, progress)  # decoded once for every scale
     for s in scales:
-        check = check_lmdb(outputs.hr_lmdb, outputs.lr_lmdb[s], s, progress=progress)
+        check = check_inspected(hr_inspection, inspect_lmdb(outputs.lr_lmdb[s], workers, progress), s)
         report.checks.append(check)
         log(f"check x{s}: " + ("OK" if check.ok else f"{check.problem_count} problem(s)"))
         for line in check.lines()[2:]:

@@ -72,6 +72,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, window: 
         return
     from collections import deque
 
+
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
         queue: deque = deque()
         iterator = iter(items)
