@@ -359,3 +359,15 @@ def test_ctrl_c_during_a_parallel_build_exits_cleanly_and_leaves_nothing(tmp_pat
     assert process.returncode == 130, output.decode()
     assert "interrupted" in output.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_lmdb_png_level_is_recorded_and_level_0_round_trips(tmp_path):
+    image = textured(48, 40, seed=5) // 4  # some redundancy, so level 1 really compresses
+    write_image(tmp_path / "in" / "a.png", image)
+    level1 = pack_folder(tmp_path / "in", tmp_path / "l1.lmdb", workers=1, progress=False)
+    assert main(["prepare", "lmdb", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "l0.lmdb"),
+                 "--png-compression", "0", "--quiet"]) == 0
+    assert (tmp_path / "l0.lmdb" / "meta_info.txt").read_text() == "a.png (48,40,3) 0\n"
+    np.testing.assert_array_equal(LmdbImageReader(tmp_path / "l0.lmdb").read("a"), image)
+    assert len(LmdbImageReader(tmp_path / "l0.lmdb").read_bytes("a")) > level1.bytes
+    assert check_lmdb(tmp_path / "l0.lmdb", progress=False).ok

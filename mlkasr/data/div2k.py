@@ -67,7 +67,7 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
                   lr_root: str | os.PathLike | None = None, size: int = 480, step: int = 240,
                   overwrite: bool = False, reuse: bool = False, delete_subimages: bool = False,
                   workers: int | None = None, progress: bool = True,
-                  log: Callable[[str], None] = lambda message: None) -> Div2kReport:
+                  log: Callable[[str], None] = lambda message: None, png_compression: int = 1) -> Div2kReport:
     """Run the recipe; ``reuse`` keeps outputs of an earlier run (complete by construction: each is renamed into
     place only when finished), so an interrupted run continues where it stopped."""
     hr_dir, output = Path(hr_dir), Path(output)
@@ -125,7 +125,8 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
         if skip(lmdb_path):
             log(f"lmdb: reusing {lmdb_path}")
             continue
-        packed = pack_folder(folder, lmdb_path, overwrite=overwrite, workers=workers, progress=progress)
+        packed = pack_folder(folder, lmdb_path, overwrite=overwrite, workers=workers, progress=progress,
+                             png_compression=png_compression)
         log(f"lmdb: {packed.path} ({packed.records} records, {packed.bytes / 2**20:.1f} MiB)")
 
     # 4. Check each pair: decodes, meta_info, keys, sizes.

@@ -72,7 +72,8 @@ class LmdbWriter:
     """
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, batch_records: int = 256,
-                 batch_bytes: int = 256 << 20, initial_map_size: int = 256 << 20) -> None:
+                 batch_bytes: int = 256 << 20, initial_map_size: int = 256 << 20,
+                 png_compression: int = PNG_COMPRESSION) -> None:
         self.path = Path(path)
         if self.path.suffix != ".lmdb":
             raise DataError(f"{self.path}: an LMDB folder name must end in .lmdb")
@@ -81,6 +82,7 @@ class LmdbWriter:
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.map_size = initial_map_size
+        self.png_compression = png_compression  # recorded in meta_info.txt; put_encoded callers encode with it
         self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         self._meta: list[MetaEntry] = []
         self._keys: set[str] = set()
@@ -104,7 +106,7 @@ class LmdbWriter:
         return len(self._meta)
 
     def put_image(self, key: str, image: np.ndarray, origin: str | Path = "") -> None:
-        self.put_encoded(key, encode_png(image), image.shape, origin)
+        self.put_encoded(key, encode_png(image, self.png_compression), image.shape, origin)
 
     def put_encoded(self, key: str, png: bytes, shape: tuple[int, ...], origin: str | Path = "") -> None:
         check_key(key, origin or self.path)
@@ -112,7 +114,7 @@ class LmdbWriter:
             raise DataError(f"{origin or self.path}: key {key!r} is already in {self.path.name}; keys must be unique")
         self._keys.add(key)
         channels = shape[2] if len(shape) == 3 else 1
-        self._meta.append(MetaEntry(key, shape[0], shape[1], channels, PNG_COMPRESSION))
+        self._meta.append(MetaEntry(key, shape[0], shape[1], channels, self.png_compression))
         self._pending.append((key.encode("ascii"), png))
         self._pending_bytes += len(png)
         if len(self._pending) >= self.batch_records or self._pending_bytes >= self.batch_bytes:

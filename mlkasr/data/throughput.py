@@ -63,10 +63,10 @@ def measure_loader(source: PatchSource, name: str = "", scale: int = 4, patch_si
 
 def bench_sources(hr_dir: str | os.PathLike, workdir: str | os.PathLike, scale: int = 4,
                   limit: int | None = None) -> dict[str, PatchSource]:
-    """{"lmdb", "folder", "on-the-fly"} sources over the same images (the first ``limit`` of ``hr_dir``).
+    """{"lmdb", "lmdb-png0", "folder", "on-the-fly"} sources over the same images (the first ``limit`` of ``hr_dir``).
 
-    The LMDB pair holds 480x480 sub-images (step 240) as ``prepare div2k`` makes them; the folder pair holds the
-    full images and their LR.
+    The LMDB pairs hold 480x480 sub-images (step 240) as ``prepare div2k`` makes them, at PNG level 1 (the BasicSR
+    layout) and 0; the folder pair holds the full images and their LR.
     """
     from .extract import LrCut, extract_subimages
     from .lr import generate_lr, lr_folder
@@ -88,8 +88,11 @@ def bench_sources(hr_dir: str | os.PathLike, workdir: str | os.PathLike, scale: 
                           progress=False)
         pack_folder(workdir / "HR_sub", workdir / "HR_sub.lmdb", progress=False)
         pack_folder(workdir / "LR_sub", workdir / "LR_sub.lmdb", progress=False)
+        pack_folder(workdir / "HR_sub", workdir / "HR_sub_png0.lmdb", progress=False, png_compression=0)
+        pack_folder(workdir / "LR_sub", workdir / "LR_sub_png0.lmdb", progress=False, png_compression=0)
     return {
         "lmdb": LmdbPairSource(workdir / "HR_sub.lmdb", workdir / "LR_sub.lmdb"),
+        "lmdb-png0": LmdbPairSource(workdir / "HR_sub_png0.lmdb", workdir / "LR_sub_png0.lmdb"),
         "folder": FolderPairSource(hr, lr_folder(lr_root, scale)),
         "on-the-fly": HrOnlySource(hr),
     }
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         sources = bench_sources(args.hr_dir, args.workdir or tmp, limit=args.limit)
         images = len(list_images(Path(args.workdir or tmp) / "HR"))
         for name, source in sources.items():
-            for cache in ((False, True) if name != "lmdb" else (False,)):
+            for cache in ((False,) if name.startswith("lmdb") else (False, True)):
                 # A cached run is timed once every worker holds every image (steady state of a long run).
                 warmup = 2 * (images // 16 + 1) + 2 if cache else 2
                 for patch in (48, 64):
