@@ -73,6 +73,9 @@ def _split_pointwise(conv: nn.Conv2d, x: torch.Tensor, sizes: tuple[int, ...]) -
     Why: a channel slice of a channels_last (or batched NCHW) tensor is strided, and every depthwise conv that
     reads one first copies it; ``chunk`` + depthwise convs cost more in those copies than the split GEMMs cost.
     """
+    if x.shape[0] == 1 and x.is_contiguous():
+        # NCHW with one image: the channel slices of a single conv's output are already dense
+        return list(conv(x).split(list(sizes), dim=1))
     pieces = []
     start = 0
     for size in sizes:
@@ -108,10 +111,11 @@ class MLKA(nn.Module):
         g = x.shape[1] // 3
         a3, a5, a7, value = _split_pointwise(self.proj_first[0], self.norm(x), (g, g, g, 3 * g))
         branches = ((self.LKA3, self.X3, a3), (self.LKA5, self.X5, a5), (self.LKA7, self.X7, a7))
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            # (the compiler fuses the cat itself, and out= into a view would break its graph)
             mixed = value * torch.cat([lka(a) * gate(a) for lka, gate, a in branches], dim=1)
         else:
-            # no autograd graph: write the three gate products straight into one buffer (no cat, no temporaries)
+            # eager without autograd: write the three gate products straight into one buffer (no cat)
             mixed = torch.empty_like(value)
             for k, (lka, gate, a) in enumerate(branches):
                 torch.mul(lka(a), gate(a), out=mixed[:, k * g : (k + 1) * g])
