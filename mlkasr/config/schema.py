@@ -26,8 +26,8 @@ class ModelConfig:
 
 @dataclass
 class TrainDataConfig:
-    hr: str | None = _f(None, "HR images: a folder (searched recursively) or an LMDB (path ending in .lmdb)")
-    lr: str | None = _f(None, "LR images matching hr (folder or LMDB); null = make LR from HR on the fly (bicubic)")
+    hr: str | None = _f(None, "HR images: a folder of images (not searched recursively) or an LMDB (a folder holding data.mdb)")
+    lr: str | None = _f(None, "LR images matching hr (folder or LMDB, same kind as hr); null = made from HR on the fly (MATLAB bicubic)")
     patch_size: int = _f(64, "LR patch side in pixels (the HR patch is patch_size * scale)")
     num_workers: int = _f(4, "DataLoader worker processes per rank (0 = load in the training process)")
     seed: int = _f(0, "seed of the sample stream: sample i depends only on (seed, i), which makes resume exact")
@@ -42,7 +42,7 @@ class ValSetConfig:
 @dataclass
 class DataConfig:
     train: TrainDataConfig = field(default_factory=TrainDataConfig, metadata={"help": "training data"})
-    val: list[ValSetConfig] = _f([], "validation sets, each {path, name}")
+    val: list[ValSetConfig] = _f([], "benchmark sets, each {path, name}; best.pth is chosen by the first set's PSNR")
     val_max_images: int | None = _f(None, "validate on the first N images of each set only (null = all)")
 
 
@@ -75,7 +75,7 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the network (costs ~20 s+ at start)")
     save_every: int = _f(5000, "write a checkpoint every N iterations (and at the end)")
     val_every: int = _f(5000, "validate every N iterations (and at the end)")
-    keep_last: int = _f(3, "checkpoints kept besides best.pt")
+    keep_last: int = _f(3, "iter_*.pth checkpoints kept (best.pth is kept besides)")
     nan_tolerance: int = _f(10, "stop after this many consecutive non-finite steps (each is skipped)")
     seed: int = _f(0, "seed of the network initialisation")
 
