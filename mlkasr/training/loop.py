@@ -143,6 +143,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         # Wrap after loading, so every rank starts from the same restored weights.
         model: nn.Module = raw_model
         if ctx.enabled:
+            _plain_strides_for_pointwise(raw_model)
             device_ids = [device.index] if device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
         if t.compile:
@@ -289,6 +290,21 @@ def _find_resume_state(store: CheckpointStore, resume: str | None, run_dir: Path
             raise ResumeError(f"--resume {resume}: {exc}") from exc
     state["path"] = str(path)
     return state
+
+
+def _plain_strides_for_pointwise(model: nn.Module) -> None:
+    """Give N x C x 1 x 1 parameters plain strides (same memory order either way).
+
+    channels_last assigns them strides that autograd does not reproduce in their gradients, so DDP's buckets
+    would warn ("grad strides do not match bucket view strides") and copy.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4 and p.shape[2:] == (1, 1):
+                plain = torch.empty_strided(p.shape, torch.empty(p.shape, device="meta").stride(),
+                                            dtype=p.dtype, device=p.device)
+                if plain.stride() != p.stride():
+                    p.data = plain.copy_(p.data)
 
 
 def _check_same_model(state: dict, config: Config) -> None:
