@@ -228,7 +228,7 @@ def test_undecodable_record_names_the_key(tmp_path):
         txn.put(b"a", b"\x89PNG garbage")
     env.close()
     dataset = PairedPatchDataset(source, S, P)
-    with pytest.raises(DataError, match=r"lr.lmdb key 'a': the 12 stored bytes are not a decodable image"):
+    with pytest.raises(DataError, match=r"lr.lmdb key 'a': not a decodable image \(12 bytes\)"):
         dataset[0]
 
 

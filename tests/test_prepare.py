@@ -253,7 +253,7 @@ def test_check_reports_problems_by_key(tmp_path):
     report = check_lmdb(hr, lr, 4, progress=False)
     assert not report.ok and report.problem_count == 4
     assert sorted(str(p) for p in report.problems) == [
-        "hr.lmdb key 'c': the 9 stored bytes are not a decodable image",
+        "hr.lmdb key 'c': not a decodable image (9 bytes)",
         "hr.lmdb key 'z': no record with this key in lr.lmdb",
         "hr.lmdb key 'z': record not listed in meta_info.txt",
         "lr.lmdb key 'b': LR is 6x7 (WxH), expected 6x8 (HR 24x32 / 4)",

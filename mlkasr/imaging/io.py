@@ -43,18 +43,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes | memoryview | np.ndarray, source: str) -> np.ndarray:
+    """Decode encoded image bytes (a file's or an LMDB record's) the way ``read_image`` does; ``source`` names them."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
-        raise ImageReadError(f"{path}: not a decodable image")
+        raise ImageReadError(f"{source}: not a decodable image ({buffer.size} bytes)")
     if image.dtype not in (np.uint8, np.uint16):
-        raise ImageReadError(f"{path}: unsupported sample type {image.dtype}; expected 8- or 16-bit")
+        raise ImageReadError(f"{source}: unsupported sample type {image.dtype}; expected 8- or 16-bit")
     if image.ndim == 2:
         return image[:, :, None]
     if image.shape[2] == 3:
         return np.ascontiguousarray(image[:, :, ::-1])
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    raise ImageReadError(f"{path}: unsupported channel count {image.shape[2]}")
+    raise ImageReadError(f"{source}: unsupported channel count {image.shape[2]}")
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
