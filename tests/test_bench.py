@@ -38,10 +38,12 @@ def test_bench_cli_writes_rows_with_exactly_the_documented_keys(tmp_path, capsys
 
 
 def test_peak_memory_is_probed_in_a_fresh_process():
+    """The probe's peak is its own: not inherited from a parent that once held much more (ru_maxrss would be)."""
+    ballast = torch.ones(1500 * 2**20, dtype=torch.uint8)  # 1.5 GB touched in this process
     config = BenchConfig(what=("infer",), scale=2, infer_size=8, repeats=1, warmup=0, paths=("eager",))
     (row,) = run_benchmarks(config)
-    assert row.peak_mem_mb > 50  # a whole Python process with torch loaded, in MB (not KiB or bytes)
-    assert row.peak_mem_mb < 20_000
+    del ballast
+    assert 50 < row.peak_mem_mb < 1500  # a whole Python process with torch loaded, in MB (not KiB or bytes)
 
 
 def _write_images(folder, count=3, size=(120, 100)):

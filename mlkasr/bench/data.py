@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .memory import peak_rss_mb
 from .rows import BenchRow
 
 SOURCES = ("lmdb", "folder", "on-the-fly")
@@ -80,7 +80,7 @@ def _measure(request: dict) -> dict:
     return {
         "model": "", "scale": request["scale"], "what": "data", "path": request["source"], "batch": request["batch"],
         "size": request["patch"], "median_ms": median, "min_ms": min(per_batch_ms), "max_ms": max(per_batch_ms),
-        "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": "cpu",
+        "peak_mem_mb": peak_rss_mb(), "device": "cpu",
         "patches_per_s": request["batch"] * 1000.0 / median,
     }
 
