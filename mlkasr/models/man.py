@@ -60,11 +60,11 @@ class LayerNorm2d(nn.Module):
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
-        # NCHW: one pass for both statistics, one for the normalisation, one for the affine (the official
-        # formula takes seven)
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-        rstd = torch.rsqrt(var + self.eps)
-        return torch.addcmul(self.bias[:, None, None], self.weight[:, None, None], (x - mean) * rstd)
+        # NCHW: centred once and reused, rsqrt instead of sqrt + divide, affine fused in one addcmul.
+        # (torch.var_mean over dim 1 measured ~20% slower on CPU for the whole inference: its strided reduction)
+        centered = x - x.mean(1, keepdim=True)
+        var = centered.pow(2).mean(1, keepdim=True)
+        return torch.addcmul(self.bias[:, None, None], self.weight[:, None, None], centered * torch.rsqrt(var + self.eps))
 
 
 def _split_pointwise(conv: nn.Conv2d, x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
