@@ -119,10 +119,6 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         optimizer = build_optimizer(raw_model, t)
         schedule = LRSchedule(optimizer, t.schedule, t.lr, t.iterations)
         guard = NonFiniteGuard(t.nan_tolerance)
-        step = TrainStep(
-            raw_model, raw_model, loss_fn or build_loss(t), optimizer, ema, precision, device, t.grad_clip, ctx,
-            memory_format,
-        )
         best_psnr: float | None = None
         data_position = 0
         if start_state:
@@ -131,8 +127,6 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             ema.load_state_dict(start_state["ema"])
             optimizer.load_state_dict(start_state["optimizer"])
             schedule.load_state_dict(start_state["schedule"])
-            if start_state["scaler"]:
-                step.scaler.load_state_dict(start_state["scaler"])
             guard.load_state_dict(start_state["guard"])
             restore_rng(start_state["rng"])
             best_psnr = start_state["best_psnr"]
@@ -148,7 +142,12 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
         if t.compile:
             model = torch.compile(model)
-        step.model = model
+        step = TrainStep(
+            model, raw_model, loss_fn or build_loss(t), optimizer, ema, precision, device, t.grad_clip, ctx,
+            memory_format,
+        )
+        if start_state and start_state["scaler"]:
+            step.scaler.load_state_dict(start_state["scaler"])
 
         if ctx.is_main:
             dump_config(config, run_dir / "config.yaml")
