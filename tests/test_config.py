@@ -89,7 +89,9 @@ def test_overrides_parse_yaml_scalars_and_validate():
     assert (c.train.lr, c.data.train.patch_size, c.train.compile, c.train.grad_clip) == (2e-4, 48, True, None)
     assert [v.path for v in c.data.val] == ["a", "b"] and c.data.val[1].name == "B"
     assert _error({}, ("train.lrate=1",)) == "--set train.lrate=1: unknown key 'train.lrate'; did you mean 'train.lr'?"
-    assert "train.batch_size: expected an integer, got 'many' (string)" in _error({}, ("train.batch_size=many",))
+    assert _error({}, ("train.batch_size=many",)) == (
+        "--set train.batch_size=many: train.batch_size: expected an integer, got 'many' (string)"
+    )
     assert "expected KEY=VALUE" in _error({}, ("train.lr",))
     assert "'train.lr' is not a section" in _error({}, ("train.lr.x=1",))
 

@@ -84,10 +84,12 @@ def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
         names = [f.name for f in dataclasses.fields(schema)]
         if part not in names:
             raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(part, names, parts[:depth])}")
+        hint = typing.get_type_hints(schema)[part]
         if depth == len(parts) - 1:
+            _coerce(hint, value, source, dotted)  # validate now, so the message names the --set that is wrong
             node[part] = value
             return
-        schema = _strip_optional(typing.get_type_hints(schema)[part])
+        schema = _strip_optional(hint)
         child = node.get(part)
         if not isinstance(child, dict):
             child = {}
