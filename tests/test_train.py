@@ -338,3 +338,36 @@ def test_quickstart_beats_bicubic_on_set5(tmp_path):
     (sr,) = result.validation
     assert sr.name == "Set5" and sr.images == 5
     assert sr.psnr > bicubic + QUICKSTART_MARGIN_DB, f"Set5 x4: {sr.psnr:.3f} dB vs bicubic {bicubic:.3f} dB"
+
+
+# -- small pieces ----------------------------------------------------------------------------------------------
+
+
+def test_losses_and_optimizers_from_config():
+    from mlkasr.config import TrainConfig
+    from mlkasr.training.losses import CharbonnierLoss, build_loss
+    from mlkasr.training.optim import build_optimizer
+
+    sr, hr = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    assert build_loss(TrainConfig(loss="l1"))(sr, hr).item() == pytest.approx(0.5)
+    charbonnier = build_loss(TrainConfig(loss="charbonnier", charbonnier_eps=1e-3))
+    assert isinstance(charbonnier, CharbonnierLoss)
+    assert charbonnier(sr, hr).item() == pytest.approx((0.25 + 1e-6) ** 0.5)
+    model = mlkasr.build_model("man-tiny", 2)
+    adamw = build_optimizer(model, TrainConfig(optimizer="adamw", weight_decay=1e-4, betas=[0.9, 0.99]))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.99)
+    trainable = {id(p) for group in adamw.param_groups for p in group["params"]}
+    assert id(model.sub_mean.weight) not in trainable  # the frozen MeanShift is not optimised
+
+
+def test_ema_update_is_the_weighted_average():
+    from mlkasr.training.ema import ModelEMA
+
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, 0.9 * start + 0.1 * model.weight)
+    assert not ema.module.weight.requires_grad
