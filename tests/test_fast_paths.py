@@ -133,3 +133,22 @@ def test_compiled_matches_eager(inputs, tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(compiled.eval()(x.contiguous(memory_format=torch.channels_last)).contiguous(), eager_out, **TOL)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_autocast_runs_both_branches_in_low_precision(inputs, fmt):
+    """The buffered/in-place no-grad branch and the autograd branch accept autocast's mixed dtypes (bf16 on CPU
+    stands in for the CUDA autocast paths of the benchmark)."""
+    x, target = inputs
+    model = _random_model().to(memory_format=FORMATS[fmt])
+    x = x.contiguous(memory_format=FORMATS[fmt])
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), expected, rtol=0.05, atol=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.l1_loss(model(x).float(), target)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
