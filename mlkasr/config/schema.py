@@ -72,7 +72,9 @@ class TrainConfig:
         "auto", "auto = bf16 autocast on CUDA where supported, else fp32; fp16 uses a GradScaler (CUDA only)"
     )
     channels_last: bool | None = _f(None, "null = the measured per-device default (mlkasr.models.runtime)")
-    compile: bool = _f(False, "torch.compile the network (costs ~20 s+ at start)")
+    compile: bool | None = _f(
+        None, "torch.compile the network (~20-50 s to start); null = the per-device default (mlkasr.models.runtime)"
+    )
     save_every: int = _f(5000, "write a checkpoint every N iterations (and at the end)")
     val_every: int = _f(5000, "validate every N iterations (and at the end)")
     keep_last: int = _f(3, "iter_*.pth checkpoints kept (best.pth is kept besides)")

@@ -24,7 +24,7 @@ from ..config import Config, dump_config
 from ..config.loader import to_dict
 from ..errors import MlkasrError
 from ..models import build_model, save_model
-from ..models.runtime import memory_format_for, place_model, prefers_channels_last
+from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
 from .data import build_train_batches, check_data_paths
 from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
@@ -101,6 +101,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     check_data_paths(config)
     channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
     memory_format = memory_format_for(device.type, channels_last)
+    use_compile = prefers_compile(device.type) if t.compile is None else t.compile
 
     pending_warnings: list[str] = []  # from the resume search, which runs before the logger exists
     store = CheckpointStore(run_dir / "checkpoints", t.keep_last, warn=pending_warnings.append)
@@ -140,7 +141,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             _plain_strides_for_pointwise(raw_model)
             device_ids = [device.index] if device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
-        if t.compile:
+        if use_compile:
             model = torch.compile(model)
         step = TrainStep(
             model, raw_model, loss_fn or build_loss(t), optimizer, ema, precision, device, t.grad_clip, ctx,
@@ -155,7 +156,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         log.info(
             f"{config.model.name} x{config.model.scale} ({n_params:,} parameters) on {device} | "
             f"{precision.name}, {'channels_last' if channels_last else 'NCHW'}"
-            f"{', compiled' if t.compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
+            f"{', compiled' if use_compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
             f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
         )
         if start_state:
