@@ -371,3 +371,20 @@ def test_ema_update_is_the_weighted_average():
     ema.update(model)
     assert torch.allclose(ema.module.weight, 0.9 * start + 0.1 * model.weight)
     assert not ema.module.weight.requires_grad
+
+
+def test_image_cache_is_automatic_only_for_folders_that_fit(data_dir, tmp_path, monkeypatch):
+    from mlkasr.data import HrOnlySource, PairedPatchDataset
+    from mlkasr.training import data as training_data
+
+    def decision(*overrides: str) -> bool:
+        config = _config(data_dir, *overrides)
+        dataset = PairedPatchDataset(HrOnlySource(config.data.train.hr), scale=4, patch_size=8)
+        return training_data._should_cache(config, dataset)
+
+    assert decision() is True  # a few small images: well under the budget
+    monkeypatch.setattr(training_data, "CACHE_AUTO_LIMIT_BYTES", 1000)
+    assert decision() is False  # the same folder against a tiny budget
+    assert decision("data.train.cache_images=true") is True  # an explicit choice wins
+    monkeypatch.undo()
+    assert decision("data.train.cache_images=false") is False

@@ -31,6 +31,11 @@ class TrainDataConfig:
     patch_size: int = _f(64, "LR patch side in pixels (the HR patch is patch_size * scale)")
     num_workers: int = _f(4, "DataLoader worker processes per rank (0 = load in the training process)")
     seed: int = _f(0, "seed of the sample stream: sample i depends only on (seed, i), which makes resume exact")
+    cache_images: bool | None = _f(
+        None,
+        "keep decoded images in memory in every loader process; null = when a folder's images decode to at most "
+        "2 GiB (never for LMDBs, whose sub-images decode cheaply)",
+    )
 
 
 @dataclass
