@@ -25,7 +25,7 @@ from mlkasr.imaging.io import ImageReadError, read_image, write_image
 from mlkasr.imaging.resize import make_lr
 from mlkasr.inference import InferenceOptions, Upscaler
 from mlkasr.models import build_model, save_model
-from tests.conftest import shared_path
+from conftest import shared_path
 
 # docs/metrics.md: the bicubic baseline of the published tables (PSNR / SSIM).
 PUBLISHED_BICUBIC = {

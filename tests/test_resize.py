@@ -7,7 +7,7 @@ import pytest
 
 from mlkasr.imaging.io import list_images, read_image, read_rgb
 from mlkasr.imaging.resize import imresize, make_lr, modcrop
-from tests.conftest import shared_path
+from conftest import shared_path
 
 
 def _shipped_pairs():
