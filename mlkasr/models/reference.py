@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from .man import GSAU, LKAT, MAB, MAN, MLKA, DilatedDepthwiseConv2d, LayerNorm2d, ResGroup
+from .man import GSAU, LKAT, MAB, MAN, MLKA, DepthwiseConv2d, LayerNorm2d, ResGroup
 
 
 class ReferenceLayerNorm2d(LayerNorm2d):
@@ -83,7 +83,7 @@ class ReferenceMAN(MAN):
 # fast class -> reference class; the reference classes add no state, so swapping __class__ is safe
 _REFERENCE_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     LayerNorm2d: ReferenceLayerNorm2d,
-    DilatedDepthwiseConv2d: nn.Conv2d,  # the official code's plain conv with implicit padding
+    DepthwiseConv2d: nn.Conv2d,  # the official code's plain conv with implicit padding
     MLKA: ReferenceMLKA,
     GSAU: ReferenceGSAU,
     MAB: ReferenceMAB,

@@ -3,8 +3,8 @@
 The engine, the trainer and the benchmark all ask here, so a new measurement changes every default at once.
 
 Measured on the 2-core development CPU (torch 2.13, man-tiny x4, benchmarks/cpu-man-tiny-x4.json): channels_last
-is the fastest eager layout for both the training step (batch 16, LR 48: ~2.6x the NCHW reference) and 128x128
-inference (~3.2x). torch.compile on top of channels_last made inference faster still (~4.2x) but training slower,
+is the fastest eager layout for both the training step (batch 16, LR 48: ~3.0x the NCHW reference) and 128x128
+inference (~3.2x). torch.compile on top of channels_last made inference faster still (~3.7x) but training slower,
 and it costs tens of seconds of compilation per new input shape, so it is not a default. CUDA has not been
 measured yet: NCHW stays its default because other projects report MAN's large depthwise kernels slower in
 channels_last there.
