@@ -138,3 +138,10 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
         f"mlkasr train: error: {path}: unknown key 'train.iteratons'; did you mean 'train.iterations'?"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_whole_numbers_written_as_floats_are_integers():
+    config = config_from_dict({"train": {"iterations": "1.6e6", "save_every": 500.0}})
+    assert (config.train.iterations, config.train.save_every) == (1_600_000, 500)
+    with pytest.raises(ConfigError, match=r"train.iterations: expected an integer, got 2.5"):
+        config_from_dict({"train": {"iterations": 2.5}})

@@ -51,7 +51,10 @@ class BenchConfig:
         bad = [w for w in self.what if w not in WHATS]
         if bad or not self.what:
             raise BenchError(f"--what takes {', '.join(WHATS)}, got {', '.join(self.what) or 'nothing'}")
-        device = torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:  # torch's own message for "gpu" etc. is a bare parse error
+            raise BenchError(f"--device must be cpu or cuda, got {self.device!r}") from None
         if device.type not in ("cpu", "cuda"):
             raise BenchError(f"--device must be cpu or cuda, got {self.device!r}")
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -97,6 +97,19 @@ def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
         node = child
 
 
+def _as_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def from_dict(cls: type[T], raw: Any, source: str = "config", path: str = "") -> T:
     """Build dataclass ``cls`` from plain data, or raise ``ConfigError`` naming ``source: path``."""
     where = f"{source}: {path}" if path else source
@@ -235,8 +248,10 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:  # 1.6e6 written as a float
-            return int(value)
+        # 1.6e6 is a float to YAML, and "1e6" (no dot) a string: both name a whole number of iterations.
+        number = _as_number(value)
+        if number is not None and number.is_integer():
+            return int(number)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

@@ -92,6 +92,9 @@ class CheckpointStore:
         targets = ([self.path_for(iteration)] if regular else []) + ([self.folder / BEST_NAME] if best else [])
         pause = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
         for path in targets:
+            # Drop the old checksum first: a crash before the new one is written leaves "unverified", never a
+            # stale checksum that contradicts the new file.
+            _sidecar(path).unlink(missing_ok=True)
             atomic_write_bytes(path, data, pause)
             atomic_write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
         self._prune()

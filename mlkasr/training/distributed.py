@@ -65,12 +65,3 @@ def all_ranks_true(flag: torch.Tensor, ctx: DistContext) -> bool:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """Rank 0's decision, on every rank (e.g. "stop now")."""
-    if not ctx.enabled:
-        return flag
-    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())

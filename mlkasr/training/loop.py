@@ -27,7 +27,7 @@ from ..models import build_model, save_model
 from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
 from .data import build_train_batches, check_data_paths
-from .distributed import DistContext, barrier, init_distributed, shutdown_distributed
+from .distributed import DistContext, all_ranks_true, barrier, init_distributed, shutdown_distributed
 from .ema import ModelEMA
 from .guard import NonFiniteGuard
 from .losses import build_loss
@@ -208,25 +208,36 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             save_now = iteration % t.save_every == 0 or iteration == t.iterations
             is_best = False
             pause_start = time.perf_counter()
-            if validate_now and ctx.is_main:  # the other ranks wait at the barrier below
-                scores = validate(ema.module, val_sets, device, iteration, log, config.logging.val_panels)
-                is_best = best_psnr is None or scores[0].psnr > best_psnr
-                if is_best:
-                    best_psnr = scores[0].psnr
-                    log.info(f"new best {scores[0].name} PSNR {best_psnr:.3f} dB at iteration {iteration}")
-                raw_model.train()
-            if (save_now or is_best) and ctx.is_main:
-                state = _checkpoint_state(
-                    config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard, best_psnr
-                )
-                path = store.save(state, iteration, best=is_best, regular=save_now)
-                log.info(f"saved checkpoint {path}" if save_now else f"saved {store.folder / 'best.pth'}")
+            failure: Exception | None = None
+            if ctx.is_main and (validate_now or save_now):  # the other ranks wait at the verdict below
+                try:
+                    if validate_now:
+                        scores = validate(ema.module, val_sets, device, iteration, log, config.logging.val_panels)
+                        is_best = best_psnr is None or scores[0].psnr > best_psnr
+                        if is_best:
+                            best_psnr = scores[0].psnr
+                            log.info(f"new best {scores[0].name} PSNR {best_psnr:.3f} dB at iteration {iteration}")
+                        raw_model.train()
+                    if save_now or is_best:
+                        state = _checkpoint_state(
+                            config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard,
+                            best_psnr,
+                        )
+                        path = store.save(state, iteration, best=is_best, regular=save_now)
+                        log.info(f"saved checkpoint {path}" if save_now else f"saved {store.folder / 'best.pth'}")
+                except Exception as exc:  # e.g. out of memory in validation, disk full: every rank must stop
+                    failure = exc
             if save_now:  # every rank knows the path, so every rank's NaN-guard message can name it
                 last_checkpoint = store.path_for(iteration)
                 if guard.consecutive == 0:
                     last_good = last_checkpoint
             if save_now or validate_now:
-                barrier(ctx)
+                # Doubles as the barrier: without a shared verdict, the other ranks would wait for rank 0 until
+                # the process-group timeout after a failure there.
+                if not all_ranks_true(torch.tensor(failure is None, device=device), ctx):
+                    if failure is not None:
+                        raise failure
+                    raise MlkasrError(f"rank 0 failed while validating or checkpointing at iteration {iteration}")
                 window_start += time.perf_counter() - pause_start  # keep validation and saving out of it/s
 
         exported = None

@@ -101,13 +101,17 @@ class TrainStep:
             # fp16: overflowing gradients are routine while the scale calibrates; GradScaler skips those steps
             # itself, so only a non-finite loss counts against the guard.
             finite = all_ranks_true(torch.isfinite(loss.detach()), self.dist_ctx)
+            scale_before = self.scaler.get_scale()
             if finite:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
+            # GradScaler lowers its scale exactly when it skipped the step: the EMA must not follow a non-step.
+            stepped = finite and self.scaler.get_scale() >= scale_before
         else:
             finite = all_ranks_true(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), self.dist_ctx)
             if finite:
                 self.optimizer.step()
-        if finite:
+            stepped = finite
+        if stepped:
             self.ema.update(self.raw_model)
         return StepResult(loss=float(loss.detach()), applied=finite)
