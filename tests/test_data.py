@@ -277,3 +277,13 @@ def test_duplicate_stems_in_a_training_folder(tmp_path):
 def test_measure_loader_reports_patches_per_second(prepared):
     result = measure_loader(lmdb_source(prepared), "lmdb", scale=S, patch_size=P, batch_size=4, batches=2, warmup=1)
     assert result.patches_per_s > 0 and "patches/s" in result.row()
+
+
+def test_photo_folders_need_no_lmdb_safe_names(tmp_path):
+    # spaces and dots are fine for training straight from folders; only LMDB keys must avoid them
+    folder = tmp_path / "photos"
+    write_image(folder / "IMG 0001.v2.jpg", np.full((40, 40, 3), 120, dtype=np.uint8))
+    dataset = PairedPatchDataset(HrOnlySource(folder), scale=2, patch_size=8)
+    assert dataset[0]["key"] == "IMG 0001.v2" and dataset[0]["hr"].shape == (3, 16, 16)
+    with pytest.raises(DataError, match="cannot use 'IMG 0001.v2' as an LMDB key"):
+        pack_folder(folder, tmp_path / "photos.lmdb")

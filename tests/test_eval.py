@@ -215,3 +215,17 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message):
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_an_sr_of_the_wrong_size_is_an_error_not_a_partial_score(tmp_path):
+    benchmark = load_benchmark_set(_make_set(tmp_path / "Set"), 2)
+
+    class ShortUpscaler:  # a broken engine returning one row too few
+        model = None
+        scale = 2
+
+        def upscale_image(self, lr):
+            return bicubic_upscale(lr, 2)[:-1]
+
+    with pytest.raises(MlkasrError, match=r"SR is \d+x\d+, expected"):
+        evaluate(ShortUpscaler(), [benchmark])

@@ -35,11 +35,14 @@ def strip_scale_suffix(stem: str, scale: int | None) -> str:
     return stem
 
 
-def keyed_files(files: Sequence[Path], scale: int | None = None) -> dict[str, Path]:
-    """Map each file to its key, in file order. Errors on an unusable stem or on two files with the same key."""
+def keyed_files(files: Sequence[Path], scale: int | None = None, lmdb_keys: bool = True) -> dict[str, Path]:
+    """Map each file to its key, in file order. Errors on two files with the same key, and (when the keys will
+    become LMDB keys) on a stem that would not survive the LMDB + meta_info.txt round trip."""
     by_key: dict[str, Path] = {}
     for path in files:
-        key = check_key(strip_scale_suffix(path.stem, scale), path)
+        key = strip_scale_suffix(path.stem, scale)
+        if lmdb_keys:
+            check_key(key, path)
         if key in by_key:
             raise DataError(f"{path} and {by_key[key]} both give the key {key!r}; keys must be unique: rename one")
         by_key[key] = path

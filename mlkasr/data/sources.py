@@ -98,8 +98,9 @@ class FolderPairSource(PatchSource):
         self.hr_dir, self.lr_dir = Path(hr_dir), Path(lr_dir)
 
     def index(self, scale: int) -> list[SourceItem]:
-        hr = keyed_files(list_images(self.hr_dir))
-        lr = keyed_files(list_images(self.lr_dir), scale=scale)
+        # training straight from folders: any file name is fine, only pairing by stem must be unambiguous
+        hr = keyed_files(list_images(self.hr_dir), lmdb_keys=False)
+        lr = keyed_files(list_images(self.lr_dir), scale=scale, lmdb_keys=False)
         problem = describe_key_difference(hr, lr, str(self.hr_dir), str(self.lr_dir))
         if problem:
             raise DataError(f"HR and LR folders hold different images: {problem}")
@@ -128,7 +129,7 @@ class HrOnlySource(PatchSource):
     def index(self, scale: int) -> list[SourceItem]:
         if self.reader is not None:
             return [SourceItem(key, key, None, shape) for key, shape in sorted(_lmdb_items(self.reader).items())]
-        return [SourceItem(key, str(path)) for key, path in sorted(keyed_files(list_images(self.hr_path)).items())]
+        return [SourceItem(key, str(path)) for key, path in sorted(keyed_files(list_images(self.hr_path), lmdb_keys=False).items())]
 
     def load_hr(self, item: SourceItem) -> np.ndarray:
         return self.reader.read(item.hr) if self.reader is not None else read_image(item.hr)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import MlkasrError
 from ..imaging.io import is_image_file, read_image, to_rgb
+from ..data.keys import strip_scale_suffix
 from ..imaging.resize import make_lr, modcrop
 
 __all__ = ["BenchmarkImage", "BenchmarkSet", "DatasetError", "load_benchmark_set"]
@@ -85,9 +86,8 @@ def _lr_files(lr_dir: Path, scale: int) -> dict[str, Path]:
     if not lr_dir.is_dir():
         return {}
     by_stem: dict[str, Path] = {}
-    suffix = f"x{scale}"
     for path in _image_files(lr_dir):
-        stem = path.stem[: -len(suffix)] if path.stem.endswith(suffix) else path.stem
+        stem = strip_scale_suffix(path.stem, scale)
         if stem in by_stem:
             raise DatasetError(f"{lr_dir}: both {by_stem[stem].name} and {path.name} claim HR image {stem!r}")
         by_stem[stem] = path

@@ -147,6 +147,11 @@ def evaluate(
         for image in benchmark:
             bicubic = bicubic_upscale(image.lr, scale) if upscaler is None or out_dir is not None else None
             sr = bicubic if upscaler is None else upscaler.upscale_image(image.lr)
+            if sr.shape[:2] != image.hr.shape[:2]:  # never score part of an image (the metrics would crop HR)
+                raise MlkasrError(
+                    f"{benchmark.root}/{image.name}: SR is {sr.shape[1]}x{sr.shape[0]}, expected "
+                    f"{image.hr.shape[1]}x{image.hr.shape[0]} (x{scale} of the LR)"
+                )
             sr_score = score(sr, image.hr, scale)
             result = ImageResult(image.name, sr_score.psnr, sr_score.ssim)
             if out_dir is not None:
