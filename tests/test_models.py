@@ -272,3 +272,28 @@ def test_info_errors_are_one_line(tmp_path, capsys):
     assert "--scale is required" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "nope.pth")]) == 2
     assert "neither a variant" in capsys.readouterr().err
+
+
+def test_state_dicts_with_impossible_shapes_are_named(trained_tiny, tmp_path):
+    sd = dict(trained_tiny.state_dict())
+    sd["head.weight"] = torch.zeros(47, 3, 3, 3)
+    with pytest.raises(CheckpointError, match="n_feats 47 .* not divisible by 3"):
+        mlkasr.models.checkpoint.infer_spec(sd, source="odd.pth")
+    sd = dict(trained_tiny.state_dict())
+    sd["tail.0.weight"] = torch.zeros(())
+    with pytest.raises(CheckpointError, match=r"'tail.0.weight' has shape \(\)"):
+        mlkasr.models.checkpoint.infer_spec(sd, source="odd.pth")
+
+
+def test_depthwise_conv_refuses_what_it_does_not_implement():
+    from mlkasr.models.man import DepthwiseConv2d
+
+    with pytest.raises(ValueError, match="stride-1"):
+        DepthwiseConv2d(8, 8, 3, padding=1, stride=2, groups=8)
+    with pytest.raises(ValueError, match="stride-1"):
+        DepthwiseConv2d(8, 8, 3, padding=0, groups=8)
+
+
+def test_info_output_size_smaller_than_the_scale_is_an_error(capsys):
+    assert main(["info", "man-tiny", "--scale", "4", "--output-size", "2x2"]) == 2
+    assert "--output-size must be at least 4x4" in capsys.readouterr().err

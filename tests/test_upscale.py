@@ -234,3 +234,12 @@ def test_read_image_size_of_non_images(tmp_path):
     (tmp_path / "t.png").write_text("hello")
     assert read_image_size(tmp_path / "t.png") is None
     assert read_image_size(tmp_path / "missing.png") is None
+
+
+def test_output_inside_or_equal_to_the_input_is_refused(model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", np.full((6, 5, 3), 90, dtype=np.uint8))
+    for target in (photos, tmp_path):  # the same folder, and a folder above it
+        assert main(["upscale", "--model", str(model_path), str(photos), str(target), "--quiet"]) == 2
+        assert "OUTPUT must not be INPUT" in capsys.readouterr().err
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png"]

@@ -16,13 +16,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import MlkasrError
-    from ..models import VARIANTS, build_model, count_conv_macs, inspect_checkpoint
+    import torch
+
+    from ..models import VARIANTS, count_conv_macs, inspect_checkpoint
     from ..models.man import MAN
+    from ..models.zoo import make_spec
 
     if args.model in VARIANTS:
         if args.scale is None:
             raise MlkasrError(f"--scale is required with a variant name ({args.model}); choose 2, 3 or 4")
-        spec = build_model(args.model, args.scale).spec
+        spec = make_spec(args.model, args.scale)
         source = "built from its name"
     elif Path(args.model).exists():
         spec = inspect_checkpoint(args.model)
@@ -32,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise MlkasrError(f"{args.model!r} is neither a variant ({', '.join(VARIANTS)}) nor an existing file")
     width, height = _parse_size(args.output_size)
-    model = MAN(spec)
+    if width < spec.scale or height < spec.scale:
+        raise MlkasrError(f"--output-size must be at least {spec.scale}x{spec.scale} for a x{spec.scale} model, got {args.output_size!r}")
+    with torch.device("meta"):  # parameters are counted from shapes; nothing is allocated or initialised
+        model = MAN(spec)
     macs = count_conv_macs(model, height // spec.scale, width // spec.scale)
     rows = [
         ("model", f"{spec.name} x{spec.scale}"),

@@ -169,7 +169,12 @@ upscale_folder = upscale_path  # the name most callers look for
 
 def _plan_folder(source: Path, target: Path, settings: UpscaleSettings, scale: int, log: Log) -> _Plan:
     plan = _Plan()
-    target_resolved = target.resolve()
+    target_resolved, source_resolved = target.resolve(), source.resolve()
+    if source_resolved.is_relative_to(target_resolved):
+        raise MlkasrError(
+            f"{target}: OUTPUT must not be INPUT ({source}) or a folder above it: outputs would land among the inputs "
+            "and be upscaled again on a re-run; choose another OUTPUT folder"
+        )
     pattern = "**/*" if settings.recursive else "*"
     claimed: dict[Path, Path] = {}
     for path in sorted(source.glob(pattern)):

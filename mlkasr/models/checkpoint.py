@@ -122,8 +122,10 @@ def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpo
     if head.dim() != 4 or tuple(head.shape[1:]) != (3, 3, 3):
         raise CheckpointError(f"{source}: 'head.weight' has shape {tuple(head.shape)}, expected [n_feats, 3, 3, 3]")
     n_feats = head.shape[0]
-    scale = math.isqrt(tail.shape[0] // 3)
-    if tail.dim() != 4 or 3 * scale * scale != tail.shape[0] or tail.shape[1] != n_feats:
+    if n_feats % 3:
+        raise CheckpointError(f"{source}: n_feats {n_feats} (from 'head.weight') is not divisible by 3 as MAN needs")
+    scale = math.isqrt(tail.shape[0] // 3) if tail.dim() == 4 else 0
+    if scale < 1 or 3 * scale * scale != tail.shape[0] or tail.shape[1] != n_feats:
         raise CheckpointError(
             f"{source}: 'tail.0.weight' has shape {tuple(tail.shape)}, expected [3*scale^2, {n_feats}, 3, 3]"
         )

@@ -91,6 +91,13 @@ class DepthwiseConv2d(nn.Conv2d):
     On other devices it is exactly ``nn.Conv2d`` (cuDNN handles wide padding and its own backward well).
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        same = all(p == (k // 2) * d for p, k, d in zip(self.padding, self.kernel_size, self.dilation))
+        depthwise = self.groups == self.in_channels == self.out_channels
+        if self.stride != (1, 1) or not same or not depthwise or self.padding_mode != "zeros":
+            raise ValueError("DepthwiseConv2d implements stride-1, zero-padded 'same' depthwise convolutions only")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
