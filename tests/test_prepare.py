@@ -294,6 +294,10 @@ def test_div2k_recipe_uses_official_lr_when_present_and_generates_the_rest(tmp_p
     report = prepare_div2k(hr, tmp_path / "out", [2, 4], size=48, step=24, reuse=True, workers=1, progress=False,
                            log=log.append)
     assert report.ok and out.lr_lmdb[4].exists() and f"lmdb: reusing {out.hr_lmdb}" in log
+    # Other scales (another lcm grid) or another step cannot reuse those sub-images: pairs would be misaligned.
+    for scales, step in (([2, 3, 4], 24), ([2, 4], 48)):
+        with pytest.raises(DataError, match="would mix two sub-image grids"):
+            prepare_div2k(hr, tmp_path / "out", scales, size=48, step=step, reuse=True, workers=1, progress=False)
 
 
 def test_cli_prepare_div2k_and_check(tmp_path, capsys):

@@ -13,13 +13,14 @@ Outputs use BasicSR's names, so existing configs and tools find them::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..imaging.io import list_images
+from ..imaging.io import list_images, write_bytes_atomic
 from .check import CheckReport, check_inspected, inspect_lmdb
 from .errors import DataError
 from .extract import LrCut, extract_subimages
@@ -52,6 +53,29 @@ class Div2kReport:
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
+
+
+RECIPE_FILE = "prepare_div2k.json"
+
+
+def _check_recipe(output: Path, recipe: dict, reuse: bool) -> None:
+    """Record the recipe of this run; with ``reuse``, refuse outputs that an earlier run cut differently.
+
+    Sub-images are cut on a grid set by size, step and lcm(scales): reusing an HR LMDB from another grid next to a
+    newly cut LR LMDB would pair mismatched patches under the same keys, which no shape check can see.
+    """
+    path = output / RECIPE_FILE
+    if reuse and path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier != recipe:
+            raise DataError(f"{path}: the outputs there were made with {earlier}, this run asks for {recipe}; "
+                            "reusing them would mix two sub-image grids: use --overwrite, or the same options")
+        return
+    if reuse and any(output.glob("*_sub.lmdb")):
+        raise DataError(f"{output}: holds LMDBs but no {RECIPE_FILE} saying how they were cut; --reuse cannot "
+                        "check them: use --overwrite")
+    output.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, (json.dumps(recipe, indent=1) + "\n").encode())
 
 
 def plan_outputs(hr_dir: Path, lr_root: Path, output: Path, scales: Sequence[int]) -> Div2kOutputs:
@@ -89,6 +113,7 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
         if existing:
             raise DataError(f"{existing[0]} already exists (and {len(existing) - 1} more outputs): pass --reuse to keep "
                             "them and finish an earlier run, or --overwrite to rebuild")
+    _check_recipe(output, {"size": size, "step": step, "scales": scales, "png_compression": png_compression}, reuse)
     skip = lambda *paths: reuse and all(p.exists() for p in paths)  # noqa: E731
 
     # 1. LR: the official images where present, else MATLAB-bicubic ones generated into the output folder.
