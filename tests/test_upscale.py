@@ -201,6 +201,7 @@ def test_out_of_memory_halves_the_tile(model_path, tmp_path, monkeypatch):
     """The retry path, exercised on the CPU by making large tiles raise the CUDA out-of-memory error."""
     image = np.random.default_rng(5).integers(0, 256, (70, 70, 3), dtype=np.uint8)
     write_image(tmp_path / "in" / "x.png", image)
+    write_image(tmp_path / "in" / "y.png", image[:40])
     upscaler = Upscaler(load_model(model_path), InferenceOptions(tile=128, tile_overlap=4))
     original = Upscaler._predict
     tiles_seen = []
@@ -214,9 +215,10 @@ def test_out_of_memory_halves_the_tile(model_path, tmp_path, monkeypatch):
     monkeypatch.setattr(Upscaler, "_predict", predict)
     messages = []
     summary = upscale_path(upscaler, tmp_path / "in", tmp_path / "out", log=messages.append)
-    assert len(summary.written) == 1
+    assert len(summary.written) == 2
     assert tiles_seen[:3] == [128, 64, 32]
-    assert any("retrying with --tile 64" in m for m in messages)
+    assert set(tiles_seen[3:]) == {32}, "the second image must start from the tile that fitted"
+    assert sum("retrying with --tile" in m for m in messages) == 2
     assert read_image(tmp_path / "out" / "x_x2.png").shape == (140, 140, 3)
 
 

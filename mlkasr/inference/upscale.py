@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError
-from ..imaging.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_image, read_image_size, write_image
+from ..imaging.io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_file,
+    read_image,
+    read_image_size,
+    to_rgb,
+    write_image,
+)
 from ..imaging.resize import imresize
 from .engine import Upscaler, suggest_cuda_tile
 
@@ -152,10 +160,11 @@ def upscale_path(
         raise MlkasrError(f"{source}: no such file or folder")
 
     results = list(plan.results)
+    engine = _Engine(upscaler)
     bar = _tqdm(total=len(plan.jobs), desc="upscale", unit="file", disable=not progress)
     for src, out in plan.jobs:
         bar.set_postfix_str(src.name, refresh=False)
-        result = _process(upscaler, src, out, settings, progress, log)
+        result = _process(engine, src, out, settings, progress, log)
         if result.status == "failed":
             log(f"warning: {src}: {result.reason}")
         results.append(result)
@@ -205,8 +214,16 @@ def _output_name(source: Path, settings: UpscaleSettings, scale: int) -> str:
     return f"{source.stem}{suffix}{extension}"
 
 
+@dataclass
+class _Engine:
+    """The upscaler of one run. An out-of-memory retry replaces it with a smaller-tiled one, and later files start
+    from that tile instead of running out of memory again."""
+
+    upscaler: Upscaler
+
+
 def _process(
-    upscaler: Upscaler, src: Path, out: Path, settings: UpscaleSettings, progress: bool, log: Log
+    engine: _Engine, src: Path, out: Path, settings: UpscaleSettings, progress: bool, log: Log
 ) -> FileResult:
     if out.exists() and not settings.overwrite:
         return FileResult(src, out, "exists", "output exists (use --overwrite to replace it)")
@@ -226,7 +243,7 @@ def _process(
     if settings.max_pixels is not None and image.shape[0] * image.shape[1] > settings.max_pixels:
         return FileResult(src, out, "failed", f"refused: {image.shape[1]}x{image.shape[0]} pixels, more than --max-pixels")
     try:
-        result = _upscale_array(upscaler, image, src, progress, log)
+        result = _upscale_array(engine, image, src, progress, log)
         _remove_stale_temporaries(out)
         write_image(out, result)
     except MlkasrError as exc:
@@ -236,11 +253,10 @@ def _process(
     return FileResult(src, out, "written", output_pixels=result.shape[0] * result.shape[1], seconds=time.perf_counter() - start)
 
 
-def _upscale_array(upscaler: Upscaler, image: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
+def _upscale_array(engine: _Engine, image: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
     """Grey, RGB or RGBA in, the same channels and dtype out."""
     channels = image.shape[2]
-    rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[:, :, :3]
-    up = _with_oom_retry(upscaler, rgb, src, progress, log)
+    up = _with_oom_retry(engine, to_rgb(image), src, progress, log)
     if channels == 1:
         peak = np.iinfo(image.dtype).max
         return np.clip(np.rint(up.mean(axis=2, dtype=np.float64)), 0, peak).astype(image.dtype)[:, :, None]
@@ -250,9 +266,10 @@ def _upscale_array(upscaler: Upscaler, image: np.ndarray, src: Path, progress: b
     return up
 
 
-def _with_oom_retry(upscaler: Upscaler, rgb: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
-    """Run the engine; on a CUDA out-of-memory error halve the tile and try this image again."""
+def _with_oom_retry(engine: _Engine, rgb: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
+    """Run the engine; on a CUDA out-of-memory error halve the tile (for this and later images) and retry."""
     while True:
+        upscaler = engine.upscaler
         tiles = upscaler.count_tiles(rgb.shape[0], rgb.shape[1])
         bar = _tqdm(total=tiles, desc=f"  {src.name}", unit="tile", leave=False, disable=not progress or tiles < 4)
         try:
@@ -267,7 +284,7 @@ def _with_oom_retry(upscaler: Upscaler, rgb: np.ndarray, src: Path, progress: bo
             if upscaler.device.type == "cuda":
                 torch.cuda.empty_cache()
             log(f"warning: {src}: out of device memory with tile {current}; retrying with --tile {smaller}")
-            upscaler = upscaler.with_options(tile=smaller)
+            engine.upscaler = upscaler.with_options(tile=smaller)
         finally:
             bar.close()
 
