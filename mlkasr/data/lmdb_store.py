@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,17 +240,6 @@ class LmdbImageReader:
             return sorted(key.decode("ascii") for key in raw)
         except UnicodeDecodeError:
             raise DataError(f"{self.path}: holds a key that is not ASCII; not an image LMDB of this layout") from None
-
-    def records(self) -> Iterator[tuple[str, bytes]]:
-        """Every (key, bytes) in key order, through one read transaction (for checks; training reads by key)."""
-        was_open = self._holds()
-        try:
-            with self._environment().begin(buffers=False) as txn:
-                for raw_key, data in txn.cursor():
-                    yield raw_key.decode("ascii", errors="replace"), data
-        finally:
-            if not was_open:
-                self.close()
 
     def read_bytes(self, key: str) -> bytes:
         with self._environment().begin(buffers=False) as txn:

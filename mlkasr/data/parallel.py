@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -70,9 +72,6 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, window: 
         for item in items:
             yield fn(item)
         return
-    from collections import deque
-
-
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
         queue: deque = deque()
         iterator = iter(items)
