@@ -27,8 +27,9 @@ def natural_like(h: int, w: int, n: int = 1) -> torch.Tensor:
     return (base + 0.1 * torch.rand(n, 3, h, w)).clamp(0, 1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny() -> torch.nn.Module:
+    # a fresh network per test: an Upscaler moves its model in place (memory format, eval mode)
     torch.manual_seed(1)
     return perturbed()
 
