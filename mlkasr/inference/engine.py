@@ -211,6 +211,11 @@ class Upscaler:
         n, _, h, w = lr.shape
         s = self.scale
         rows, cols = self._windows(h), self._windows(w)
+        if len(rows) == len(cols) == 1:  # one window (untiled eval/validation): nothing to blend, same bits
+            sink(0, self._predict(lr).clamp_(0.0, 1.0))
+            if on_tile is not None:
+                on_tile(1, 1)
+            return
         row_norm = _weight_sum(rows, h * s, s)
         col_norm = _weight_sum(cols, w * s, s)
         total, done = len(rows) * len(cols), 0
