@@ -375,3 +375,14 @@ def test_lmdb_png_level_is_recorded_and_level_0_round_trips(tmp_path):
     np.testing.assert_array_equal(LmdbImageReader(tmp_path / "l0.lmdb").read("a"), image)
     assert len(LmdbImageReader(tmp_path / "l0.lmdb").read_bytes("a")) > level1.bytes
     assert check_lmdb(tmp_path / "l0.lmdb", progress=False).ok
+
+
+def test_an_lmdb_whose_target_appears_meanwhile_leaves_no_partial(tmp_path):
+    from mlkasr.data import LmdbWriter
+
+    target = tmp_path / "x.lmdb"
+    with pytest.raises(DataError, match="already exists"):
+        with LmdbWriter(target) as writer:
+            writer.put_image("a", np.zeros((4, 4, 3), np.uint8))
+            target.mkdir()  # another process published first: publishing must refuse, not merge
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmdb"]

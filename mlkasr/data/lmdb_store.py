@@ -96,10 +96,14 @@ class LmdbWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._finish()
-        else:
+        if exc_type is not None:
             self._abort()
+            return
+        try:
+            self._finish()
+        except BaseException:  # disk full while syncing, a target created meanwhile: leave no partial behind
+            self._abort()
+            raise
 
     def __len__(self) -> int:
         return len(self._meta)
