@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
 
     config = load_config(args.config, args.overrides)
-    result = train(config, run_dir=args.run_dir, resume=args.resume, device=args.device)
-    return 0 if result is not None else 1
+    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device)  # failures raise
+    return 0

@@ -120,17 +120,16 @@ class PairedPatchDataset(Dataset):
 
     def locate(self, index: int) -> Draw:
         """The draw of ``index`` without making the patch (loads the image for its size)."""
+        return self._draw(index)[3]
+
+    def _draw(self, index: int) -> tuple[SourceItem, np.ndarray, np.ndarray | None, Draw]:
         position = self.image_position(index)
         hr, lr = self._load(position)
-        lr_h, lr_w = self._lr_size(self.items[position], hr, lr)
-        return self.plan(index, lr_h, lr_w)
+        lr_h, lr_w = lr.shape[:2] if lr is not None else expected_lr_shape(hr.shape, self.scale)
+        return self.items[position], hr, lr, self.plan(index, lr_h, lr_w)
 
     def __getitem__(self, index: int) -> dict:
-        position = self.image_position(int(index))
-        item = self.items[position]
-        hr, lr = self._load(position)
-        lr_h, lr_w = self._lr_size(item, hr, lr)
-        draw = self.plan(int(index), lr_h, lr_w)
+        item, hr, lr, draw = self._draw(int(index))
         p, s = self.patch_size, self.scale
         hr_patch = hr[draw.top * s : (draw.top + p) * s, draw.left * s : (draw.left + p) * s]
         if lr is None:
@@ -151,9 +150,6 @@ class PairedPatchDataset(Dataset):
         if self.cache_images:
             self._cache[position] = (hr, lr)
         return hr, lr
-
-    def _lr_size(self, item: SourceItem, hr: np.ndarray, lr: np.ndarray | None) -> tuple[int, int]:
-        return lr.shape[:2] if lr is not None else expected_lr_shape(hr.shape, self.scale)
 
     def _check_sizes(self, item: SourceItem, hr_shape: tuple[int, ...], lr_shape: tuple[int, ...] | None) -> None:
         s, p = self.scale, self.patch_size

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -121,8 +120,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def iter_image_files(paths: Iterable[Path]) -> Iterable[Path]:
-    return (p for p in paths if is_image_file(p))
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int] | None:

@@ -80,7 +80,6 @@ class InferenceOptions:
             raise InferenceOptionsError(f"--self-ensemble must be True or False, got {self.self_ensemble!r}")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise InferenceOptionsError(f"channels_last must be True, False or None, got {self.channels_last!r}")
-        del device_type
 
     @property
     def device_type(self) -> str:

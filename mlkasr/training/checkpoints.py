@@ -49,14 +49,13 @@ def atomic_write_bytes(path: Path, data: bytes, pause: float = 0.0) -> None:
     ``pause``: seconds to sleep with half the data written (the crash-test hook, see ``WRITE_DELAY_ENV``).
     """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    delay = pause
     try:
         with open(tmp, "wb") as f:
             half = len(data) // 2
             f.write(data[:half])
-            if delay > 0:
+            if pause > 0:
                 f.flush()
-                time.sleep(delay)
+                time.sleep(pause)
             f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
