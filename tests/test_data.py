@@ -246,11 +246,30 @@ def test_lr_hr_size_disagreement_in_folders_names_the_file(tmp_path):
         dataset[0]
 
 
-def test_patch_larger_than_the_image(tmp_path, prepared):
-    with pytest.raises(DataError, match=r"key '\w+_s001': HR 240x240 \(LR 60x60\) is smaller than the patch: "
-                                        r"LR patch 64x64 needs HR of at least 256x256"):
-        PairedPatchDataset(lmdb_source(prepared), S, 64)  # known from meta_info.txt: fails at start
+def test_images_smaller_than_the_patch_are_skipped_and_counted(tmp_path):
+    folder = tmp_path / "photos"
+    write_image(folder / "big.png", np.zeros((64, 80, 3), np.uint8))  # LR 16x20 >= patch 16
+    write_image(folder / "tiny.png", np.zeros((60, 100, 3), np.uint8))  # LR 15x25: shorter side below 16
+    write_image(folder / "narrow.bmp", np.zeros((100, 63, 3), np.uint8))  # headers of every format are read
+    dataset = PairedPatchDataset(HrOnlySource(folder), S, P)
+    assert [item.key for item in dataset.items] == ["big"]
+    assert sorted(item.key for item in dataset.skipped_small) == ["narrow", "tiny"]
+    assert "1 images, x4, LR patch 16 (2 images smaller than the 64px HR patch skipped)" in dataset.describe()
+    assert {dataset[i]["key"] for i in range(3)} == {"big"}  # the stream draws from what is left
+
+
+def test_patch_larger_than_every_image(tmp_path, prepared):
+    with pytest.raises(DataError, match=r"all \d+ images are smaller than the HR patch \(256x256 for LR patch 64 at "
+                                        r"x4\), e.g. .*key '\w+_s001'; use a smaller data.train.patch_size"):
+        PairedPatchDataset(lmdb_source(prepared), S, 64)  # sizes known from meta_info.txt
     write_image(tmp_path / "small" / "tiny.png", np.zeros((60, 100, 3), np.uint8))
+    with pytest.raises(DataError, match=r"all 1 images are smaller .* e.g. .*tiny.png"):
+        PairedPatchDataset(HrOnlySource(tmp_path / "small"), S, P)
+
+
+def test_image_of_unknown_size_smaller_than_the_patch_fails_when_loaded(tmp_path, monkeypatch):
+    write_image(tmp_path / "small" / "tiny.png", np.zeros((60, 100, 3), np.uint8))
+    monkeypatch.setattr(HrOnlySource, "hr_size", lambda self, item: None)  # e.g. a header we cannot parse
     dataset = PairedPatchDataset(HrOnlySource(tmp_path / "small"), S, P)
     with pytest.raises(DataError, match=r"tiny.png: HR 100x60 \(LR 25x15\) is smaller than the patch"):
         dataset[0]

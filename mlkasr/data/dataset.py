@@ -77,9 +77,20 @@ class PairedPatchDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.cache_images = cache_images
-        self.items: list[SourceItem] = source.index(scale)
-        if not self.items:
+        items = source.index(scale)
+        if not items:
             raise DataError(f"{source.describe()}: no images")
+        #: images whose HR side (known from a header or meta_info.txt) is below the HR patch: left out, counted
+        small = [self._too_small(item) for item in items]
+        self.skipped_small: list[SourceItem] = [item for item, skip in zip(items, small) if skip]
+        self.items: list[SourceItem] = [item for item, skip in zip(items, small) if not skip]
+        if not self.items:
+            example = self.skipped_small[0]
+            raise DataError(
+                f"{source.describe()}: all {len(items)} images are smaller than the HR patch "
+                f"({scale * patch_size}x{scale * patch_size} for LR patch {patch_size} at x{scale}), e.g. "
+                f"{source.where(example)}; use a smaller data.train.patch_size"
+            )
         for item in self.items:  # cheap checks of sizes already known (meta_info.txt); the rest when loaded
             if item.hr_shape is not None:
                 self._check_sizes(item, item.hr_shape, item.lr_shape if source.paired else None)
@@ -95,7 +106,15 @@ class PairedPatchDataset(Dataset):
         return state
 
     def describe(self) -> str:
-        return f"{self.source.describe()}: {len(self.items)} images, x{self.scale}, LR patch {self.patch_size}"
+        text = f"{self.source.describe()}: {len(self.items)} images, x{self.scale}, LR patch {self.patch_size}"
+        if self.skipped_small:
+            n = len(self.skipped_small)
+            text += f" ({n} image{'s' if n > 1 else ''} smaller than the {self.scale * self.patch_size}px HR patch skipped)"
+        return text
+
+    def _too_small(self, item: SourceItem) -> bool:
+        size = self.source.hr_size(item)
+        return size is not None and min(expected_lr_shape((*size, 3), self.scale)[:2]) < self.patch_size
 
     # -- the stream -----------------------------------------------------------------------------------------
     def image_position(self, index: int) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imaging.io import list_images, read_image
+from ..imaging.io import list_images, read_image, read_image_size
 from .errors import DataError
 from .keys import describe_key_difference, keyed_files
 from .lmdb_store import LmdbImageReader
@@ -49,8 +49,17 @@ class PatchSource(ABC):
         """How an error message names an image of this source."""
         return str(item.lr if lr else item.hr)
 
+    def hr_size(self, item: SourceItem) -> tuple[int, int] | None:
+        """``(height, width)`` of the HR image without decoding it, when that is cheap to know; else None."""
+        return tuple(item.hr_shape[:2]) if item.hr_shape is not None else None
+
     @abstractmethod
     def describe(self) -> str: ...
+
+
+def _header_size(path: str) -> tuple[int, int] | None:
+    size = read_image_size(path)  # (width, height); orientation does not matter for a minimum side
+    return None if size is None else (size[1], size[0])
 
 
 def _is_lmdb(path: Path) -> bool:
@@ -112,6 +121,9 @@ class FolderPairSource(PatchSource):
     def load_lr(self, item: SourceItem) -> np.ndarray:
         return read_image(item.lr)
 
+    def hr_size(self, item: SourceItem) -> tuple[int, int] | None:
+        return _header_size(item.hr)
+
     def describe(self) -> str:
         return f"folder pair {self.hr_dir} + {self.lr_dir}"
 
@@ -133,6 +145,9 @@ class HrOnlySource(PatchSource):
 
     def load_hr(self, item: SourceItem) -> np.ndarray:
         return self.reader.read(item.hr) if self.reader is not None else read_image(item.hr)
+
+    def hr_size(self, item: SourceItem) -> tuple[int, int] | None:
+        return super().hr_size(item) if self.reader is not None else _header_size(item.hr)
 
     def where(self, item: SourceItem, lr: bool = False) -> str:
         return f"{self.hr_path} key {item.key!r}" if self.reader is not None else item.hr
