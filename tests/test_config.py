@@ -145,3 +145,28 @@ def test_whole_numbers_written_as_floats_are_integers():
     assert (config.train.iterations, config.train.save_every) == (1_600_000, 500)
     with pytest.raises(ConfigError, match=r"train.iterations: expected an integer, got 2.5"):
         config_from_dict({"train": {"iterations": 2.5}})
+
+
+# -- duplicate keys (YAML keeps the last one silently) ----------------------------------------------------------
+
+
+def test_duplicate_keys_in_a_file_name_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ntrain:\n  lr: 1.0e-3\nmodel:\n  scale: 2\ntrain:\n  iterations: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: key 'train' appears twice (lines 2 and 6)")
+    path.write_text("name: a\ntrain:\n  lr: 1.0e-3\n  batch_size: 4\n  lr: 2.0e-3\nname: b\n")
+    with pytest.raises(ConfigError, match=r"key 'train\.lr' appears twice \(lines 3 and 5\)"):
+        load_config(path)
+    path.write_text("data:\n  val:\n    - {path: a, name: x}\n    - path: b\n      path: c\n")
+    with pytest.raises(ConfigError, match=r"key 'data\.val\[1\]\.path' appears twice \(lines 4 and 5\)"):
+        load_config(path)
+
+
+def test_duplicate_keys_in_set_values_and_a_key_set_twice():
+    message = _error({}, ("data.val=[{path: a, path: b}]",))
+    assert message.startswith("--set 'data.val=[{path: a, path: b}]': key 'data.val[0].path' appears twice;")
+    message = _error({}, ("train.lr=1e-3", "train.batch_size=4", "train.lr=2e-3"))
+    assert message == "--set train.lr is given twice ('train.lr=1e-3' and 'train.lr=2e-3'); give it once"
+    assert config_from_dict({}, ("train.lr=1e-3", "train.betas=[0.9, 0.9]")).train.lr == 1e-3  # repeated values are fine

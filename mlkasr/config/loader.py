@@ -33,16 +33,14 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load_unique(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(raw, key, value, source=f"--set {item}")
+    apply_overrides(raw, overrides)
     config = from_dict(Config, raw, source=str(path))
     check_config(config, source=str(path))
     return config
@@ -51,12 +49,51 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
 def config_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> Config:
     """The same validation for a config built in Python (tests, notebooks)."""
     raw = _deep_copy(raw)
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(raw, key, value, source=f"--set {item}")
+    apply_overrides(raw, overrides)
     config = from_dict(Config, raw, source=source)
     check_config(config, source=source)
     return config
+
+
+def safe_load_unique(text: str, source: str, prefix: str = "") -> Any:
+    """``yaml.safe_load``, but a key repeated within one mapping is an error (YAML would keep the last silently).
+
+    ``prefix``: the dotted key the text is the value of (a ``--set``), so that the message names the full key.
+    """
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is not None:
+        _refuse_duplicate_keys(node, source, prefix, lines="\n" in text.strip())
+    return yaml.safe_load(text)
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str, path: str, lines: bool) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{path}.{key}" if path else str(key)
+            if key is not None and key != "<<":  # "<<" is a merge key, not a setting
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    where = f" (lines {seen[key]} and {line})" if lines else ""  # a one-line --set needs none
+                    raise ConfigError(f"{source}: key '{dotted}' appears twice{where}; the second would silently "
+                                      "replace the first: keep one")
+                seen[key] = line
+            _refuse_duplicate_keys(value_node, source, dotted, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, source, f"{path}[{index}]", lines)
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> None:
+    """Apply ``--set`` items in order; the same key set twice is an error (which value was meant?)."""
+    given: dict[str, str] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if key in given:
+            raise ConfigError(f"--set {key} is given twice ({given[key]!r} and {item!r}); give it once")
+        given[key] = item
+        set_dotted(raw, key, value, source=f"--set {item}")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -66,7 +103,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_load_unique(text, f"--set {item!r}", prefix=key) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
     return key, value
