@@ -271,7 +271,7 @@ def test_info_errors_are_one_line(tmp_path, capsys):
     assert main(["info", "man-tiny"]) == 2
     assert "--scale is required" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "nope.pth")]) == 2
-    assert "neither a variant" in capsys.readouterr().err
+    assert "neither an existing file nor a shipped model" in capsys.readouterr().err
 
 
 def test_state_dicts_with_impossible_shapes_are_named(trained_tiny, tmp_path):

@@ -9,7 +9,7 @@ HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="PATH|bicubic", help="a weights file (.safetensors, .pth) or 'bicubic' for the baseline")
+    parser.add_argument("--model", required=True, metavar="PATH|NAME|bicubic", help="a weights file (.safetensors, .pth), a shipped model name (man-tiny_x4, ...) or 'bicubic' for the baseline")
     parser.add_argument("--data", required=True, nargs="+", type=Path, metavar="DIR", help="benchmark folders, each with HR/ and optionally LR_bicubic/X{s}/")
     parser.add_argument("--scale", type=int, help="upscaling factor; required with bicubic, taken from the checkpoint otherwise")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
@@ -88,9 +88,7 @@ def _build_upscaler(args: argparse.Namespace):
     from ..inference import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
     from ..models import load_model
 
-    if not Path(args.model).is_file():
-        raise MlkasrError(f"--model {args.model}: no such file (give a weights file or 'bicubic')")
-    model = load_model(args.model)
+    model = load_model(args.model)  # a file, or a shipped model's name
     if args.scale is not None and args.scale != model.scale:
         raise MlkasrError(f"--scale {args.scale} disagrees with {args.model}, which is a x{model.scale} model")
     options = InferenceOptions(

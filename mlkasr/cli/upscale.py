@@ -10,7 +10,8 @@ HELP = "upscale an image or a folder of images with a MAN model (tiled, resumabl
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT", help="an image file or a folder of images")
     parser.add_argument("output", metavar="OUTPUT", help="output folder (or an output file name when INPUT is a file)")
-    parser.add_argument("--model", required=True, metavar="PATH", help="weights file (.pth official or mlkasr, .safetensors)")
+    parser.add_argument("--model", default=None, metavar="PATH|NAME", help="weights file (.pth official or mlkasr, .safetensors) or a shipped model name (default: man-tiny_x4, or man-tiny_xN with --scale N)")
+    parser.add_argument("--scale", type=int, default=None, metavar="N", help="upscaling factor: picks the shipped man-tiny_xN without --model; with --model it must agree with the file")
     parser.add_argument("--tile", type=int, metavar="N", help="tile side in LR pixels (default: 256 on CPU, from free memory on CUDA; 0 = whole image)")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="N", help="LR pixels shared by neighbouring tiles (default: 16)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp32 (default), or bf16/fp16 autocast (fp16 needs CUDA)")
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import MlkasrError
     from ..models import load_model
+    from ..weights import default_model_name
     from ..inference.engine import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
     from ..inference.upscale import DEFAULT_MAX_PIXELS, UpscaleSettings, default_tile, upscale_path
 
@@ -52,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
     options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble)
-    model = load_model(args.model)
+    model_name = args.model if args.model is not None else default_model_name(args.scale)
+    model = load_model(model_name)
+    if args.scale is not None and args.scale != model.scale:
+        raise MlkasrError(f"--scale {args.scale} disagrees with --model {args.model}, which is a x{model.scale} model")
     upscaler = Upscaler(model, options)
     tile = args.tile if args.tile is not None else default_tile(upscaler.device, model, args.precision)
     upscaler = upscaler.with_options(tile=tile or None)

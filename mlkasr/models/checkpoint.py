@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import MlkasrError
+from ..weights import resolve_weights
 from .man import MAN, ModelSpec
 from .zoo import variant_name
 
@@ -35,7 +36,11 @@ class CheckpointError(MlkasrError, ValueError):
 
 
 def load_model(path: str | os.PathLike) -> MAN:
-    """Build the network a weights file describes and load it strictly. Returns it in eval mode on the CPU."""
+    """Build the network a weights file describes and load it strictly. Returns it in eval mode on the CPU.
+
+    ``path`` is a weights file or the name of a shipped model (``man-tiny_x4``; see ``mlkasr.weights``).
+    """
+    path = resolve_weights(path)
     state_dict = read_state_dict(path)
     spec = infer_spec(state_dict, source=path)
     model = MAN(spec)
@@ -69,7 +74,8 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:
-    """The variant and scale of a weights file, without building the network."""
+    """The variant and scale of a weights file (or shipped model name), without building the network."""
+    path = resolve_weights(path)
     return infer_spec(read_state_dict(path), source=path)
 
 
@@ -78,7 +84,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -157,6 +163,13 @@ def _load_strict(model: MAN, state_dict: Mapping[str, torch.Tensor], source: obj
     if problems:
         raise CheckpointError(f"{source}: does not match {model.spec.name} x{model.spec.scale}: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file under another name: an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Turn a finished training run into a shipped model: copy its EMA weights into mlkasr/weights/ and write the card.
+
+    python scripts/make_model_card.py --run-dir runs/zoo-man-tiny_x4 --name man-tiny_x4 \
+        --config configs/zoo/man-tiny_x4.yaml --threads 1 \
+        --set Set5=datasets/samples/Set5 --set Set14=../shared/data/benchmark/Set14 --set B100=../shared/data/benchmark/B100
+
+The card records the training recipe (read from the run's resolved config.yaml), the wall time (from the
+time-stamped train.log, summed over resumed segments) and the PSNR/SSIM measured here with `mlkasr eval`'s code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+import mlkasr
+from mlkasr.evaluation import evaluate, load_benchmark_set
+from mlkasr.inference import Upscaler
+from mlkasr.weights import WEIGHTS_DIR, ModelCard, Score
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
+
+
+def wall_time(log: Path) -> float:
+    """Seconds from each start line ("... on cpu | ...") to the last line of that segment, summed."""
+    total, start, last = 0.0, None, None
+    for line in log.read_text(encoding="utf-8").splitlines():
+        m = _STAMP.match(line)
+        if not m:
+            continue
+        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+        if " parameters) on " in m.group(2):  # a (re)start of the run
+            if start is not None:
+                total += (last - start).total_seconds()
+            start = stamp
+        last = stamp
+    if start is not None:
+        total += (last - start).total_seconds()
+    return total
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--name", required=True, help="shipped name, e.g. man-tiny_x4")
+    parser.add_argument("--config", required=True, help="the config file that made the run (repo-relative)")
+    parser.add_argument("--threads", type=int, required=True, help="intra-op threads the run used")
+    parser.add_argument("--training-data", default="T91 + BSD200 (291 images)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR", help="benchmark set to score")
+    args = parser.parse_args()
+
+    config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+    model = mlkasr.load_model(args.run_dir / "model.safetensors")
+    upscaler = Upscaler(model)
+    scores = {}
+    for item in args.set:
+        name, folder = item.split("=", 1)
+        result = evaluate(upscaler, [load_benchmark_set(folder, model.scale, name=name)])[name]
+        scores[name] = Score(round(result.psnr, 4), round(result.ssim, 5))
+        print(f"{args.name} {name}: {result.psnr:.3f} dB / {result.ssim:.4f}")
+    seconds = wall_time(args.run_dir / "train.log")
+    card = ModelCard(
+        name=args.name,
+        variant=model.spec.name,
+        scale=model.scale,
+        training_data=args.training_data,
+        config=args.config,
+        iterations=config["train"]["iterations"],
+        batch_size=config["train"]["batch_size"],
+        patch_size=config["data"]["train"]["patch_size"],
+        hardware=f"{cpu_name()}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}",
+        wall_time=f"{seconds / 60:.0f} min",
+        initialised_from=config["model"].get("init_weights"),
+        scores=scores,
+    )
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    shutil.copyfile(args.run_dir / "model.safetensors", WEIGHTS_DIR / f"{args.name}.safetensors")
+    (WEIGHTS_DIR / f"{args.name}.json").write_text(card.to_json(), encoding="utf-8")
+    print(f"wrote {WEIGHTS_DIR / args.name}.safetensors and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
