@@ -22,6 +22,11 @@ def _f(default, help: str, **kwargs):  # noqa: A002 - "help" reads best in the s
 class ModelConfig:
     name: str = _f("man-tiny", "variant: man-tiny, man-light or man")
     scale: int = _f(4, "upscaling factor: 2, 3 or 4")
+    init_weights: str | None = _f(
+        None,
+        "start a fresh run from these weights (a file or a shipped model name such as man-tiny_x4): tensors of "
+        "matching name and shape are copied, the rest (e.g. another scale's upsampler) stay freshly initialised",
+    )
 
 
 @dataclass

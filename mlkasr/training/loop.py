@@ -37,6 +37,7 @@ from .runlog import RunLogger
 from .schedule import LRSchedule
 from .step import TrainStep, resolve_precision
 from .validation import SetScore, load_validation_sets, validate
+from .warmstart import check_init_weights, warm_start
 
 
 class ResumeError(MlkasrError):
@@ -99,6 +100,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         )
     precision = resolve_precision(t.precision, device)
     check_data_paths(config)
+    if config.model.init_weights and resume is None:
+        check_init_weights(config.model.init_weights)
     channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
     memory_format = memory_format_for(device.type, channels_last)
     use_compile = prefers_compile(device.type) if t.compile is None else t.compile
@@ -115,7 +118,9 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     try:
         val_sets = load_validation_sets(config, log) if ctx.is_main else []
         torch.manual_seed(t.seed)
-        raw_model = place_model(build_model(config.model.name, config.model.scale), device, channels_last)
+        network = build_model(config.model.name, config.model.scale)
+        warm = warm_start(network, config.model.init_weights) if config.model.init_weights and not start_state else None
+        raw_model = place_model(network, device, channels_last)
         ema = ModelEMA(raw_model, t.ema_decay)
         optimizer = build_optimizer(raw_model, t)
         schedule = LRSchedule(optimizer, t.schedule, t.lr, t.iterations)
@@ -159,6 +164,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             f"{', compiled' if use_compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
             f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
         )
+        if warm is not None:
+            log.info(warm.describe())
         if start_state:
             log.info(f"resumed from {start_state['path']} at iteration {start} (data position {data_position})")
         if start >= t.iterations:
