@@ -170,3 +170,11 @@ def test_duplicate_keys_in_set_values_and_a_key_set_twice():
     message = _error({}, ("train.lr=1e-3", "train.batch_size=4", "train.lr=2e-3"))
     assert message == "--set train.lr is given twice ('train.lr=1e-3' and 'train.lr=2e-3'); give it once"
     assert config_from_dict({}, ("train.lr=1e-3", "train.betas=[0.9, 0.9]")).train.lr == 1e-3  # repeated values are fine
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "zoo").glob("*.yaml")), ids=lambda p: p.name)
+def test_zoo_configs_load_and_name_what_they_make(path):
+    c = load_config(path)
+    assert f"{c.model.name}_x{c.model.scale}.yaml" == path.name and c.name == f"zoo-{path.stem}"
+    assert c.data.train.hr == "datasets/train291" and c.data.val[0].path == "datasets/samples/Set5"
+    assert c.model.init_weights in (None, "man-tiny_x4")  # x3 starts from the shipped x4 body
