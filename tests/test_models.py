@@ -297,3 +297,99 @@ def test_depthwise_conv_refuses_what_it_does_not_implement():
 def test_info_output_size_smaller_than_the_scale_is_an_error(capsys):
     assert main(["info", "man-tiny", "--scale", "4", "--output-size", "2x2"]) == 2
     assert "--output-size must be at least 4x4" in capsys.readouterr().err
+
+
+# --- weights that load but cannot be right, and paths that are not weights files -----------------------------
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (float("nan"), r"'body\.0\.body\.1\.LKA\.X5\.weight' holds 1 NaN/Inf value"),
+    (float("inf"), r"'body\.0\.body\.1\.LKA\.X5\.weight' holds 1 NaN/Inf value"),
+    ("int64", r"'body\.0\.body\.1\.LKA\.X5\.weight' holds torch\.int64 values; weights must be floating point"),
+])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_non_finite_or_integer_weights_are_refused_naming_the_key(trained_tiny, tmp_path, bad, message, suffix):
+    from safetensors.torch import save_file
+
+    sd = {k: v.clone() for k, v in trained_tiny.state_dict().items()}
+    key = "body.0.body.1.LKA.X5.weight"
+    if bad == "int64":
+        sd[key] = sd[key].round().to(torch.int64)
+    else:
+        sd[key].view(-1)[3] = bad
+    path = tmp_path / f"bad{suffix}"
+    torch.save(sd, path) if suffix == ".pth" else save_file(sd, str(path))
+    with pytest.raises(CheckpointError, match=message):
+        mlkasr.load_model(path)
+    with pytest.raises(CheckpointError, match=message):
+        inspect_checkpoint(path)
+
+
+def test_cli_refuses_nan_weights_before_writing_anything(trained_tiny, tmp_path, capsys):
+    import numpy as np
+
+    from mlkasr.imaging.io import write_image
+
+    sd = {k: torch.full_like(v, float("nan")) for k, v in trained_tiny.state_dict().items()}
+    torch.save({"params_ema": sd}, tmp_path / "nan.pth")
+    write_image(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["upscale", "--model", str(tmp_path / "nan.pth"), str(tmp_path / "in"), str(tmp_path / "out")]) == 2
+    assert "NaN/Inf" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["info", str(tmp_path / "nan.pth")]) == 2
+    assert "'sub_mean.weight' holds 9 NaN/Inf value(s) of 9" in capsys.readouterr().err  # the first key
+
+
+def test_a_text_file_named_pth_is_not_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "x.pth").write_text("hello, this is a text file\n")  # unpickling it raised KeyError: 101
+    with pytest.raises(CheckpointError, match=r"x\.pth: not a checkpoint: .* starts with b'hell'"):
+        mlkasr.load_model(tmp_path / "x.pth")
+    assert main(["info", str(tmp_path / "x.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a checkpoint" in err and "Traceback" not in err
+    (tmp_path / "zip.pth").write_bytes(b"PK\x03\x04 a damaged archive")
+    with pytest.raises(CheckpointError, match="zip.pth: not a readable PyTorch checkpoint"):
+        mlkasr.load_model(tmp_path / "zip.pth")
+
+
+def test_info_checks_keys_and_shapes_as_strictly_as_loading(trained_tiny, tmp_path, capsys):
+    sd = dict(trained_tiny.state_dict())
+    del sd["body.0.body.2.LKA.X5.weight"]
+    torch.save(sd, tmp_path / "missing.pth")
+    assert main(["info", str(tmp_path / "missing.pth")]) == 2
+    assert "missing keys (1): body.0.body.2.LKA.X5.weight" in capsys.readouterr().err
+    sd = dict(trained_tiny.state_dict())
+    sd["body.0.body.0.LFE.DWConv1.weight"] = torch.zeros(48, 1, 5, 5)
+    torch.save(sd, tmp_path / "shape.pth")
+    assert main(["info", str(tmp_path / "shape.pth")]) == 2
+    assert "LFE.DWConv1.weight: file (48, 1, 5, 5) vs model (48, 1, 7, 7)" in capsys.readouterr().err
+    no_mean_shift = {k: v for k, v in trained_tiny.state_dict().items() if "_mean." not in k}
+    torch.save(no_mean_shift, tmp_path / "ported.pth")  # the mean shifts are constants: still fine
+    assert inspect_checkpoint(tmp_path / "ported.pth") == trained_tiny.spec
+
+
+def test_a_folder_or_a_link_loop_as_model_says_what_it_is(tmp_path, capsys):
+    (tmp_path / "weights.pth").mkdir()
+    with pytest.raises(CheckpointError, match=r"weights\.pth: a folder, not a file, expected a weights file"):
+        mlkasr.load_model(tmp_path / "weights.pth")
+    loop = tmp_path / "loop.pth"
+    loop.symlink_to(loop)
+    with pytest.raises(CheckpointError, match=r"loop\.pth: a symbolic link loop"):
+        mlkasr.load_model(loop)
+    (tmp_path / "dangling.pth").symlink_to(tmp_path / "gone.pth")
+    with pytest.raises(CheckpointError, match=r"dangling\.pth: a broken symbolic link"):
+        mlkasr.load_model(tmp_path / "dangling.pth")
+    for command in (["info", str(loop)], ["eval", "--model", str(loop), "--data", str(tmp_path)],
+                    ["upscale", "--model", str(tmp_path / "weights.pth"), str(tmp_path), str(tmp_path / "o")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert ("symbolic link loop" in err or "a folder, not a file" in err) and "no such file" not in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_save_model_follows_the_umask(trained_tiny, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = mlkasr.save_model(trained_tiny, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors' own writer made 0600

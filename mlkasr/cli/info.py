@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 HELP = "show a model's variant, scale, parameters and multiply-adds; with no argument, list the shipped models"
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             raise MlkasrError(f"--scale is required with a variant name ({args.model}); choose 2, 3 or 4")
         spec = make_spec(args.model, args.scale)
         source = "built from its name"
-    elif Path(args.model).exists() or args.model in shipped_models():
+    elif os.path.lexists(args.model) or args.model in shipped_models():
         spec = inspect_checkpoint(args.model)
         if args.scale is not None and args.scale != spec.scale:
             raise MlkasrError(f"--scale {args.scale} disagrees with {args.model}, which is a x{spec.scale} model")

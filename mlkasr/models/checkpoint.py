@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from ..errors import MlkasrError
+from ..paths import file_problem
 from ..weights import resolve_weights
 from .man import MAN, ModelSpec
 from .zoo import variant_name
@@ -63,10 +64,16 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
         "n_resblocks": str(spec.n_resblocks),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    data = safetensors_bytes(tensors, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        # Written by Python's open(), which follows the umask as checkpoints do (safetensors' own writer
+        # creates 0600 files).
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -76,26 +83,61 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
 def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:
     """The variant and scale of a weights file (or shipped model name), without building the network."""
     path = resolve_weights(path)
-    return infer_spec(read_state_dict(path), source=path)
+    state_dict = read_state_dict(path)
+    spec = infer_spec(state_dict, source=path)
+    with torch.device("meta"):  # shapes only: the same strict key check as loading, at no cost
+        expected = MAN(spec).state_dict()
+    _check_keys(expected, state_dict, spec, source=path)
+    return spec
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network's tensors from any supported file, wrappers and prefixes removed."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    problem = file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}" + (", expected a weights file" if "folder" in problem else ""))
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        return _read_safetensors(path)
+        state_dict = _read_safetensors(path)
+    else:
+        state_dict = unwrap_state_dict(_torch_load(path), source=path)
+    check_weight_values(state_dict, source=path)
+    return state_dict
+
+
+def _torch_load(path: Path) -> object:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (or, before 1.6, a pickle, protocol 2+); anything else would reach the
+    # unpickler and fail with an arbitrary KeyError or ValueError.
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path}: not a checkpoint: a PyTorch file is a zip archive or a pickle, this one "
+                              f"starts with {head!r}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers "
             f"(loading it could run arbitrary code). Re-save it as a plain state dict or .safetensors. ({exc})"
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    return unwrap_state_dict(obj, source=path)
+    except Exception as exc:  # a damaged archive or pickle: RuntimeError, EOFError, KeyError, ValueError ...
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def check_weight_values(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint") -> None:
+    """Every tensor is floating point and finite; else an error naming the first bad key.
+
+    Integer or NaN/Inf weights would load and then produce black images and meaningless scores without an error.
+    """
+    for key, tensor in state_dict.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{source}: '{key}' holds {tensor.dtype} values; weights must be floating point")
+        if tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{source}: '{key}' holds {bad} NaN/Inf value(s) of {tensor.numel()}; "
+                                  "the weights are damaged (a diverged training run?)")
 
 
 def unwrap_state_dict(obj: object, source: object = "checkpoint") -> dict[str, torch.Tensor]:
@@ -146,7 +188,14 @@ def _load_strict(model: MAN, state_dict: Mapping[str, torch.Tensor], source: obj
     expected = model.state_dict()
     # Some ports drop the mean shifts: they are constants, so the freshly built ones stand in.
     state_dict = {**{k: expected[k] for k in MEAN_SHIFT_KEYS if k not in state_dict}, **state_dict}
-    missing = sorted(set(expected) - set(state_dict))
+    _check_keys(expected, state_dict, model.spec, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _check_keys(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], spec: ModelSpec,
+                source: object) -> None:
+    """Missing, unexpected and mis-shaped keys, all named in one error (the mean shifts may be absent)."""
+    missing = sorted(set(expected) - set(state_dict) - set(MEAN_SHIFT_KEYS))
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = [
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -161,8 +210,7 @@ def _load_strict(model: MAN, state_dict: Mapping[str, torch.Tensor], source: obj
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): {_shorten(mismatched)}")
     if problems:
-        raise CheckpointError(f"{source}: does not match {model.spec.name} x{model.spec.scale}: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
+        raise CheckpointError(f"{source}: does not match {spec.name} x{spec.scale}: " + "; ".join(problems))
 
 
 def _looks_like_safetensors(path: Path) -> bool:
