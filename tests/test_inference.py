@@ -203,3 +203,24 @@ def test_cuda_tile_suggestion_follows_free_memory(monkeypatch):
     assert all(t % 32 == 0 for t in tiles)
     # 1 GiB free: half of it over ~14 x 48 + 6 x 16 float32 values per LR pixel -> 418 px, rounded down to 416
     assert tiles[1] == 416
+
+
+def test_windows_are_sized_to_the_image():
+    """The fewest windows of at most `tile` that cover the image with overlaps >= tile_overlap, and no more."""
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        tile = int(rng.integers(3, 400))
+        overlap = int(rng.integers(0, (tile - 1) // 2 + 1))
+        size = int(rng.integers(1, 3000))
+        windows = Upscaler(_Nearest(), InferenceOptions(tile=tile, tile_overlap=overlap))._windows(size)
+        assert windows[0].start == 0 and windows[-1].stop == size
+        assert all(w.stop - w.start <= tile for w in windows)
+        overlaps = [a.stop - b.start for a, b in zip(windows, windows[1:])]
+        assert all(overlap <= o <= overlap + 1 for o in overlaps), (tile, overlap, size, overlaps)
+        count = len(windows)  # one window fewer, even at full size, could not cover the image
+        assert count == 1 or (count - 1) * tile - (count - 2) * overlap < size, (tile, overlap, size)
+    # the case that computed 1.75x the pixels with fixed 256 windows: 1000x750 at tile 256 overlap 16
+    up = Upscaler(_Nearest(), InferenceOptions(tile=256, tile_overlap=16))
+    rows, cols = up._windows(750), up._windows(1000)
+    covered = sum(r.stop - r.start for r in rows) * sum(c.stop - c.start for c in cols)
+    assert (len(rows), len(cols)) == (4, 5) and covered / (750 * 1000) < 1.15

@@ -3,7 +3,8 @@
 Evaluation, validation during training and ``mlkasr upscale`` all go through :class:`Upscaler`, so tiling,
 self-ensemble, precision and memory format behave the same everywhere.
 
-Tiling: the LR image is cut into ``tile x tile`` windows that overlap by at least ``tile_overlap`` LR pixels.
+Tiling: the LR image is cut into the fewest windows of at most ``tile x tile`` LR pixels that overlap by at least
+``tile_overlap`` (windows are sized to the image, so the overlaps stay close to what was asked).
 Inside an overlap each window's output is weighted by a linear ramp (high in the window's interior, near zero
 at its cut edge, where the missing context makes its output least accurate) and the sum is divided by the sum
 of weights. The weights are separable, so the normaliser is two 1-D vectors, and finished output rows are
@@ -186,23 +187,31 @@ class Upscaler:
             self._tiled(lr, sink, on_tile)
 
     def _windows(self, size: int) -> list[_Window]:
-        """Windows of ``tile`` LR pixels covering [0, size), evenly spread so each overlap is >= tile_overlap."""
+        """The fewest windows of at most ``tile`` LR pixels covering [0, size) with overlaps >= ``tile_overlap``.
+
+        The windows are sized to the image, not fixed at ``tile``: with ``count`` windows the shortest length that
+        still covers ``size`` is ``ceil((size + (count - 1) * overlap) / count)``, and spreading them evenly keeps
+        every overlap at least ``overlap`` (the strides round to at most ``length - overlap``). Fixed-size windows
+        spread evenly instead overlapped by far more than asked (70-91 px at tile 256 for a 1000x750 image) and
+        computed 1.75x the image's pixels; these compute 1.1x.
+        """
         tile, overlap, s = self.options.tile, self.options.tile_overlap, self.scale
         if tile is None or size <= tile:
             return [_Window(0, size, torch.ones(size * s))]
         count = math.ceil((size - overlap) / (tile - overlap))
-        starts = [round(k * (size - tile) / (count - 1)) for k in range(count)]
+        length = -(-(size + (count - 1) * overlap) // count)  # <= tile by the choice of count
+        starts = [round(k * (size - length) / (count - 1)) for k in range(count)]
         windows = []
         for k, start in enumerate(starts):
-            weight = torch.ones(tile * s)
+            weight = torch.ones(length * s)
             if k > 0:  # ramp up across the overlap with the previous window
-                ramp = _ramp((starts[k - 1] + tile - start) * s)
+                ramp = _ramp((starts[k - 1] + length - start) * s)
                 weight[: ramp.numel()] = torch.minimum(weight[: ramp.numel()], ramp)
             if k + 1 < count:  # ramp down across the overlap with the next window
-                ramp = _ramp((start + tile - starts[k + 1]) * s).flip(0)
-                tail = tile * s - ramp.numel()  # (not weight[-0:] when the overlap is empty)
+                ramp = _ramp((start + length - starts[k + 1]) * s).flip(0)
+                tail = length * s - ramp.numel()  # (not weight[-0:] when the overlap is empty)
                 weight[tail:] = torch.minimum(weight[tail:], ramp)
-            windows.append(_Window(start, start + tile, weight))
+            windows.append(_Window(start, start + length, weight))
         return windows
 
     def _tiled(self, lr: torch.Tensor, sink: RowSink, on_tile: TileProgress | None) -> None:
