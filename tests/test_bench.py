@@ -13,7 +13,7 @@ from mlkasr.bench.paths import PATHS, default_paths
 from mlkasr.bench.timing import time_interleaved
 from mlkasr.cli import main
 
-KEYS = {"model", "scale", "what", "path", "batch", "size", "median_ms", "min_ms", "max_ms", "peak_mem_mb", "device"}
+KEYS = {"model", "scale", "what", "path", "batch", "size", "median_ms", "min_ms", "max_ms", "peak_mem_mb", "device", "threads"}
 
 
 def test_bench_cli_writes_rows_with_exactly_the_documented_keys(tmp_path, capsys):

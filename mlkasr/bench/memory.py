@@ -10,6 +10,7 @@ CPU numbers are the whole process (Python, torch, weights, activations; for comp
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,8 +25,9 @@ from .workloads import Workload, build_step
 def measure_in_subprocess(workload: Workload, path_name: str, device: str, warmup: int, timeout_s: float = 900) -> float:
     """Peak memory in MB of ``warmup`` steps plus one more, run by ``python -m mlkasr.bench.memory``."""
     request = json.dumps({"workload": asdict(workload), "path": path_name, "device": device, "warmup": warmup})
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the probe runs as the timing did
     done = subprocess.run([sys.executable, "-m", __name__, request], capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
+                          timeout=timeout_s, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe for {path_name} failed:\n{done.stderr[-2000:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mem_mb"])

@@ -19,9 +19,11 @@ class BenchRow:
     peak_mem_mb: float | None  # CUDA: max allocated; CPU: peak RSS of a fresh process running only this path
     device: str
     patches_per_s: float | None = None  # data rows only
+    threads: int | None = None  # torch intra-op threads of the timing process (None in rows from before it was kept)
 
     def to_json(self) -> dict:
         row = asdict(self)
-        if self.patches_per_s is None:
-            del row["patches_per_s"]
+        for optional in ("patches_per_s", "threads"):
+            if row[optional] is None:
+                del row[optional]
         return row

@@ -116,5 +116,6 @@ def _bench_workload(workload: Workload, config: BenchConfig, device: torch.devic
             peak = round(measure_in_subprocess(workload, name, config.device, warmup=1), 1)
         t = timings[name]
         rows.append(BenchRow(workload.model, workload.scale, workload.what, name, workload.batch, workload.size,
-                             round(t.median_ms, 3), round(t.min_ms, 3), round(t.max_ms, 3), peak, device.type))
+                             round(t.median_ms, 3), round(t.min_ms, 3), round(t.max_ms, 3), peak, device.type,
+                             threads=torch.get_num_threads()))
     return rows

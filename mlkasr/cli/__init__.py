@@ -32,9 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="intra-op CPU threads (default: the usable cores not busy with other processes, less "
+                             "loader workers; OMP_NUM_THREADS also sets it)")
+
+
+def set_threads(args: argparse.Namespace, loader_workers: int = 0, processes: int = 1) -> str:
+    """Apply the thread policy (mlkasr.threads) for this command; returns the line that says what was chosen."""
+    from ..threads import apply_threads, choose_threads
+
+    choice = choose_threads(args.threads, loader_workers=loader_workers, processes=processes)
+    return apply_threads(choice).describe()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    torch = sys.modules.get("torch")  # a command's thread choice must not outlive it inside a longer process
+    saved_threads = torch.get_num_threads() if torch is not None else None
     try:
         return int(args.run(args) or 0)
     except MlkasrError as exc:
@@ -43,3 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mlkasr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved_threads is not None:
+            torch.set_num_threads(saved_threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_threads_option, set_threads
+
 HELP = "time training steps, inference and data loading per model and path (reference, eager, channels_last, compile, autocast)"
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train"
@@ -29,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory probes (each path runs once more in a fresh process)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
+    add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, patch=args.patch, infer_size=args.infer_size, repeats=args.repeats, warmup=args.warmup,
         paths=tuple(args.paths) if args.paths else None, data_dir=args.data_dir, memory=not args.no_memory,
     )
+    print(f"threads: {set_threads(args)}", file=sys.stderr)
     rows = run_benchmarks(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.json:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_threads_option, set_threads
+
 HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
 
 
@@ -20,6 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
     parser.add_argument("--verbose", action="store_true", help="add one row per image to the table")
+    add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MlkasrError
     from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
 
+    threads = set_threads(args)
     upscaler = None
     if args.model == BICUBIC:
         model_only = [flag for flag, value in (("--self-ensemble", args.self_ensemble), ("--tile", args.tile),
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
 
     print(f"{_describe(args, upscaler)}  x{scale}")
+    if upscaler is not None and upscaler.device.type == "cpu":
+        print(f"threads: {threads}", file=sys.stderr)
     rows = [("dataset", "images", "PSNR", "SSIM")]
     for dataset in report.datasets:
         rows.append((dataset.name, str(dataset.n), f"{dataset.psnr:.2f}", f"{dataset.ssim:.4f}"))

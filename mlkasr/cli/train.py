@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option, set_threads
+
 HELP = "train a MAN network from a YAML config (resumable; DDP under torchrun)"
 
 
@@ -20,12 +22,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--run-dir", help="run folder for checkpoints, logs and the exported model (default: runs/NAME)")
+    add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..training import train
 
+    import os
+
     config = load_config(args.config, args.overrides)
-    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device)  # failures raise
+    # torchrun's ranks on one machine share its cores
+    threads = set_threads(args, config.data.train.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device, threads=threads)  # failures raise
     return 0

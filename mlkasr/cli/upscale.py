@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option, set_threads
+
 HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
 
 
@@ -24,6 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse inputs whose header says more than N pixels (default: 40,000,000)")
     parser.add_argument("--allow-large", action="store_true", help="no pixel limit (trust the inputs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.allow_large and args.max_pixels is not None:
         raise MlkasrError("--allow-large and --max-pixels contradict each other; give one")
+    if args.max_pixels is not None and args.max_pixels < 1:  # 0 used to mean the default limit, silently
+        raise MlkasrError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}; "
+                          "--allow-large means no limit")
     if args.tile is not None and args.tile < 0:
         raise MlkasrError(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
     settings = UpscaleSettings(
@@ -49,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
         output_format=args.format,
         recursive=args.recursive,
         overwrite=args.overwrite,
-        max_pixels=None if args.allow_large else (args.max_pixels or DEFAULT_MAX_PIXELS),
+        max_pixels=None if args.allow_large else (DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels),
     )
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
     options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble)
+    threads = set_threads(args)
     model_name = args.model if args.model is not None else default_model_name(args.scale)
     model = load_model(model_name)
     if args.scale is not None and args.scale != model.scale:
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     upscaler = upscaler.with_options(tile=tile or None)
     print(
         f"{model.spec.name} x{model.scale} on {upscaler.device} ({args.precision}), "
-        f"tile {tile or 'off'} overlap {overlap}{', self-ensemble' if args.self_ensemble else ''}",
+        f"tile {tile or 'off'} overlap {overlap}{', self-ensemble' if args.self_ensemble else ''}"
+        f"{', ' + threads if upscaler.device.type == 'cpu' else ''}",
         file=sys.stderr,
     )
     summary = upscale_path(upscaler, args.input, args.output, settings, progress=not args.quiet)

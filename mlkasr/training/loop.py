@@ -76,21 +76,24 @@ def train(
     resume: str | None = None,
     device: str | None = None,
     loss_fn: nn.Module | None = None,
+    threads: str | None = None,
 ) -> TrainResult:
     """Train ``config``; ``resume`` is None (fresh run), ``"auto"`` or a checkpoint path.
 
     ``loss_fn`` replaces the configured loss (a callable ``(sr, hr) -> scalar``), for custom objectives.
+    ``threads`` is only reported in the log (the CLI applies its thread policy, ``mlkasr.threads``, before).
     Launched by torchrun, every rank calls this; rank 0 logs, validates and writes files.
     """
     device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
     ctx = init_distributed(device_type)
     try:
-        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx)
+        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx, threads)
     finally:
         shutdown_distributed(ctx)
 
 
-def _train(config: Config, run_dir: Path, resume: str | None, device_name: str | None, loss_fn, ctx: DistContext):
+def _train(config: Config, run_dir: Path, resume: str | None, device_name: str | None, loss_fn, ctx: DistContext,
+           threads: str | None = None):
     device = resolve_device(device_name, ctx.local_rank)
     t = config.train
     if t.batch_size % ctx.world_size:
@@ -164,6 +167,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             f"{', compiled' if use_compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
             f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
         )
+        if threads is not None and device.type == "cpu":
+            log.info(f"threads: {threads}")
         if warm is not None:
             log.info(warm.describe())
         if start_state:
