@@ -245,3 +245,100 @@ def test_output_inside_or_equal_to_the_input_is_refused(model_path, tmp_path, ca
         assert main(["upscale", "--model", str(model_path), str(photos), str(target), "--quiet"]) == 2
         assert "OUTPUT must not be INPUT" in capsys.readouterr().err
     assert sorted(p.name for p in photos.iterdir()) == ["a.png"]
+
+
+# -- hostile inputs and outputs ----------------------------------------------------------------------------------
+
+
+def _bomb_png(path: Path, width: int, height: int) -> Path:
+    write_image(path, np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", __import__("zlib").crc32(bytes(data[12:29])) & 0xFFFFFFFF)  # a valid IHDR CRC
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_allow_large_with_a_bomb_header_fails_that_file_and_the_run_goes_on(model_path, tmp_path, capsys):
+    folder = tmp_path / "in"
+    _bomb_png(folder / "a_bomb.png", 100_000, 100_000)  # sorted first: later files must still be processed
+    write_image(folder / "b_good.png", np.full((6, 5, 3), 80, np.uint8))
+    code = main(["upscale", "--model", str(model_path), str(folder), str(tmp_path / "out"), "--allow-large", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    assert "a_bomb.png: cannot be decoded (OpenCV:" in captured.err
+    assert "written 1" in captured.out and "failed 1" in captured.out
+    assert read_image(tmp_path / "out" / "b_good_x2.png").shape == (12, 10, 3)
+
+
+def test_a_file_is_never_upscaled_onto_itself(model_path, tmp_path, capsys):
+    folder = tmp_path / "x"
+    source = write_image(folder / "a.png", np.full((6, 5, 3), 90, np.uint8))
+    original = source.read_bytes()
+    (tmp_path / "link.png").symlink_to(source)
+    os.link(source, tmp_path / "hard.png")
+    for target in (source, folder / ".." / "x" / "a.png", tmp_path / "link.png", tmp_path / "hard.png"):
+        assert main(["upscale", "--model", str(model_path), str(source), str(target), "--overwrite", "--quiet"]) == 2
+        assert "the output would be the input" in capsys.readouterr().err
+    # and through a folder target with an empty suffix and the input's format
+    args = ["upscale", "--model", str(model_path), str(source), str(folder), "--suffix", "", "--format", "same"]
+    assert main([*args, "--overwrite", "--quiet"]) == 2
+    assert source.read_bytes() == original
+
+
+def test_a_link_in_the_output_folder_back_to_an_input_is_not_replaced(model_path, tmp_path):
+    source = write_image(tmp_path / "in" / "a.png", np.full((6, 5, 3), 90, np.uint8))
+    original = source.read_bytes()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_x2.png").symlink_to(source)
+    settings = UpscaleSettings(overwrite=True)
+    summary = upscale_path(Upscaler(load_model(model_path)), tmp_path / "in", tmp_path / "out", settings,
+                           log=lambda _m: None)
+    assert "is this input file itself" in summary.failed[0].reason and source.read_bytes() == original
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(model_path, tmp_path, capsys):
+    source = write_image(tmp_path / "a.png", np.full((6, 5, 3), 90, np.uint8))
+    (tmp_path / "file").write_text("in the way")
+    for target in (tmp_path / "file", tmp_path / "file" / "b.png", tmp_path / "file" / "sub"):
+        assert main(["upscale", "--model", str(model_path), str(source), str(target), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "OUTPUT" in err and ("is not a folder" in err or "is a file, not a folder" in err), err
+    assert main(["upscale", "--model", str(model_path), str(tmp_path), str(tmp_path / "file" / "o"), "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "photo.png").mkdir()  # an existing folder named like an image is a folder
+    assert main(["upscale", "--model", str(model_path), str(source), str(tmp_path / "photo.png"), "--quiet"]) == 0
+    assert (tmp_path / "photo.png" / "a_x2.png").is_file()
+
+
+def test_max_pixels_must_be_positive(model_path, tmp_path, capsys):
+    source = write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    for value in ("0", "-5"):
+        assert main(["upscale", "--model", str(model_path), str(source), str(tmp_path / "o"), "--max-pixels", value]) == 2
+        assert "--max-pixels must be a positive number of pixels" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_grey_alpha_comes_out_grey_alpha(model_path, tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (9, 7, 2), dtype=np.uint8)
+    write_image(tmp_path / "in" / "ga.png", image)
+    summary = upscale_path(Upscaler(load_model(model_path)), tmp_path / "in", tmp_path / "out", log=lambda _m: None)
+    assert len(summary.written) == 1
+    got = read_image(tmp_path / "out" / "ga_x2.png")
+    assert got.shape == (18, 14, 2)
+    from mlkasr.imaging.resize import imresize
+
+    assert np.array_equal(got[:, :, 1], imresize(image[:, :, 1], output_shape=(18, 14)))
+
+
+def test_exif_rotated_photo_is_upscaled_upright(model_path, tmp_path):
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((6, 10, 3), np.uint8))
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\0" * 4
+    app1 = b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "phone.jpg").write_bytes(jpeg.tobytes()[:2] + app1 + jpeg.tobytes()[2:])
+    upscale_path(Upscaler(load_model(model_path)), tmp_path / "in", tmp_path / "out", log=lambda _m: None)
+    assert read_image(tmp_path / "out" / "phone_x2.png").shape == (20, 12, 3)  # stored 10 wide, shown 6 wide

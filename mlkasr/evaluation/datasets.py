@@ -65,7 +65,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _drop_alpha(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image[:, :, :3]) if image.shape[2] == 4 else image
+    if image.shape[2] in (2, 4):  # grey+alpha, RGBA
+        return np.ascontiguousarray(image[:, :, : image.shape[2] - 1])
+    return image
 
 
 def _image_files(folder: Path) -> list[Path]:

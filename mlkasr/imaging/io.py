@@ -1,7 +1,7 @@
 """Reading and writing images with OpenCV, in RGB channel order, without losing bit depth or alpha.
 
-Every image in mlkasr is an ``H x W x C`` numpy array (C = 1, 3 or 4; uint8 or uint16) in RGB(A) order.
-OpenCV's BGR order stops at this module.
+Every image in mlkasr is an ``H x W x C`` numpy array (C = 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA; uint8 or
+uint16), upright as a viewer shows it (the EXIF orientation applied). OpenCV's BGR order stops at this module.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 
 from ..errors import MlkasrError
+from .exif import apply_orientation, exif_orientation
+from .grey_alpha import encode_grey_alpha_png, is_grey_alpha_png
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -36,7 +38,8 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """``H x W x C`` RGB(A) array, uint8 or uint16, exactly as stored (no colour conversion beyond BGR->RGB)."""
+    """``H x W x C`` grey/RGB(A) array, uint8 or uint16, as stored (no colour conversion beyond BGR->RGB) and
+    turned upright by its EXIF orientation."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
@@ -48,16 +51,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def decode_image(data: bytes | memoryview | np.ndarray, source: str) -> np.ndarray:
     """Decode encoded image bytes (a file's or an LMDB record's) the way ``read_image`` does; ``source`` names them."""
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    except cv2.error as exc:  # e.g. a header beyond OpenCV's pixel limit: this file fails, not the whole run
+        raise ImageReadError(f"{source}: cannot be decoded (OpenCV: {getattr(exc, 'err', exc)})") from None
+    except MemoryError:
+        raise ImageReadError(f"{source}: too large to decode in the memory available") from None
     if image is None:
         raise ImageReadError(f"{source}: not a decodable image ({buffer.size} bytes)")
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f"{source}: unsupported sample type {image.dtype}; expected 8- or 16-bit")
+    return apply_orientation(_to_rgb_order(image, buffer, source), exif_orientation(buffer))
+
+
+def _to_rgb_order(image: np.ndarray, buffer: np.ndarray, source: str) -> np.ndarray:
     if image.ndim == 2:
         return image[:, :, None]
     if image.shape[2] == 3:
         return np.ascontiguousarray(image[:, :, ::-1])
     if image.shape[2] == 4:
+        if is_grey_alpha_png(buffer):  # OpenCV expands grey+alpha to BGRA with B = G = R: keep it grey
+            return np.ascontiguousarray(image[:, :, [0, 3]])
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     raise ImageReadError(f"{source}: unsupported channel count {image.shape[2]}")
 
@@ -69,8 +83,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
     channels = image.shape[2]
-    if channels == 1:
-        return np.repeat(image, 3, axis=2)
+    if channels in (1, 2):  # grey (+ alpha, dropped)
+        return np.repeat(image[:, :, :1], 3, axis=2)
     if channels == 4:
         return np.ascontiguousarray(image[:, :, :3])
     return image
@@ -81,6 +95,10 @@ def encode_image(image: np.ndarray, extension: str, png_compression: int = 3, jp
     extension = extension.lower() if extension.startswith(".") else "." + extension.lower()
     if image.ndim == 2:
         image = image[:, :, None]
+    if image.shape[2] == 2:
+        if extension != ".png":
+            raise MlkasrError(f"a grey+alpha image can be written as .png only, not as {extension}")
+        return encode_grey_alpha_png(image, png_compression)
     if image.shape[2] == 3:
         image = image[:, :, ::-1]
     elif image.shape[2] == 4:

@@ -7,7 +7,8 @@ interrupted command finishes the rest. Colour handling:
 - grey: the network sees the grey channel replicated to RGB; its output is reduced back to one channel with
   the mean of R, G and B (the input had R = G = B, so any difference between the output channels is network
   noise; the mean is its least-squares projection back onto grey);
-- RGBA: RGB through the network, alpha resized on its own with the project's bicubic ``imresize``;
+- RGBA and grey+alpha: the colour through the network, alpha resized on its own with the project's bicubic
+  ``imresize``;
 - 16-bit PNG/TIFF: processed in float32 from the full 16-bit values and written as 16-bit.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError
+from ..paths import check_output_folder, same_file
 from ..imaging.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -148,13 +150,17 @@ def upscale_path(
     source, target = Path(source), Path(target)
     start = time.perf_counter()
     if source.is_dir():
+        check_output_folder(target, "OUTPUT")  # before any work: not at the first write
         plan = _plan_folder(source, target, settings, upscaler.scale, log)
     elif source.is_file():
         plan = _Plan()
-        if target.suffix.lower() in IMAGE_EXTENSIONS:
+        if target.suffix.lower() in IMAGE_EXTENSIONS and not target.is_dir():
             out = target
-        else:
+        else:  # a folder (an existing one may be named like an image, e.g. photos.png/)
             out = target / _output_name(source, settings, upscaler.scale)
+        check_output_folder(out.parent, "OUTPUT")
+        if same_file(source, out):  # also through ./x/../x, symbolic and hard links
+            raise MlkasrError(f"{target}: the output would be the input {source} itself; choose another OUTPUT")
         plan.jobs.append((source, out))
     else:
         raise MlkasrError(f"{source}: no such file or folder")
@@ -225,6 +231,8 @@ class _Engine:
 def _process(
     engine: _Engine, src: Path, out: Path, settings: UpscaleSettings, progress: bool, log: Log
 ) -> FileResult:
+    if same_file(src, out):  # a link in OUTPUT pointing back at an input: never replace the input
+        return FileResult(src, out, "failed", f"the output {out} is this input file itself (a link?); not replaced")
     if out.exists() and not settings.overwrite:
         return FileResult(src, out, "exists", "output exists (use --overwrite to replace it)")
     start = time.perf_counter()
@@ -248,20 +256,22 @@ def _process(
         write_image(out, result)
     except MlkasrError as exc:
         return FileResult(src, out, "failed", str(exc))
+    except MemoryError:  # an image allowed by --allow-large that does not fit: this file fails, the run goes on
+        return FileResult(src, out, "failed", f"out of memory for {image.shape[1]}x{image.shape[0]} pixels")
     except OSError as exc:
         return FileResult(src, out, "failed", f"cannot write {out}: {exc.strerror or exc}")
     return FileResult(src, out, "written", output_pixels=result.shape[0] * result.shape[1], seconds=time.perf_counter() - start)
 
 
 def _upscale_array(engine: _Engine, image: np.ndarray, src: Path, progress: bool, log: Log) -> np.ndarray:
-    """Grey, RGB or RGBA in, the same channels and dtype out."""
+    """Grey, grey+alpha, RGB or RGBA in, the same channels and dtype out."""
     channels = image.shape[2]
     up = _with_oom_retry(engine, to_rgb(image), src, progress, log)
-    if channels == 1:
+    if channels in (1, 2):
         peak = np.iinfo(image.dtype).max
-        return np.clip(np.rint(up.mean(axis=2, dtype=np.float64)), 0, peak).astype(image.dtype)[:, :, None]
-    if channels == 4:
-        alpha = imresize(image[:, :, 3], output_shape=up.shape[:2])
+        up = np.clip(np.rint(up.mean(axis=2, dtype=np.float64)), 0, peak).astype(image.dtype)[:, :, None]
+    if channels in (2, 4):
+        alpha = imresize(image[:, :, -1], output_shape=up.shape[:2])
         return np.concatenate([up, alpha.reshape(*up.shape[:2], 1)], axis=2)
     return up
 
