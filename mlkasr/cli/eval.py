@@ -21,11 +21,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
     parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file and saved images (default: refuse)")
     parser.add_argument("--verbose", action="store_true", help="add one row per image to the table")
     add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
     import time
     import warnings
@@ -34,7 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import MlkasrError
     from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
+    from ..evaluation.evaluate import saved_image_paths
+    from ..paths import check_output_file, check_output_folder
 
+    # Outputs first: a bad --json or --save-images must fail now, not after the whole evaluation.
+    if args.json is not None:
+        check_output_file(args.json, "--json", overwrite=args.overwrite)
+    if args.save_images is not None:
+        check_output_folder(args.save_images, "--save-images")
     threads = set_threads(args)
     upscaler = None
     if args.model == BICUBIC:
@@ -58,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         sets = [load_benchmark_set(folder, scale) for folder in args.data]
     for warning in caught:
         tqdm.write(f"mlkasr eval: warning: {warning.message}", file=sys.stderr)
+    if args.save_images is not None and not args.overwrite:
+        existing = [path for path in saved_image_paths(sets, args.save_images) if os.path.lexists(path)]
+        if existing:
+            raise MlkasrError(f"--save-images {args.save_images}: {len(existing)} of the images it would write "
+                              f"already exist (e.g. {existing[0]}); pass --overwrite to replace them")
 
     total = sum(len(s) for s in sets)
     started = time.perf_counter()

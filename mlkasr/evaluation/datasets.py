@@ -24,6 +24,7 @@ from ..imaging.resize import make_lr, modcrop
 __all__ = ["BenchmarkImage", "BenchmarkSet", "DatasetError", "load_benchmark_set"]
 
 HR_DIR = "HR"
+SSIM_WINDOW = 11  # metrics.py: SSIM's Gaussian window
 LR_DIR = "LR_bicubic"
 
 
@@ -117,6 +118,12 @@ def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = N
         if hr.shape[0] < scale or hr.shape[1] < scale:
             raise DatasetError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale x{scale}")
         hr = np.ascontiguousarray(modcrop(hr, scale))
+        side = 2 * scale + SSIM_WINDOW  # the metrics crop `scale` pixels per border; SSIM needs 11x11 of the rest
+        if min(hr.shape[:2]) < side:
+            raise DatasetError(
+                f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} (cropped to a multiple of {scale}) is too small to score at "
+                f"x{scale}: the {scale}-pixel border crop and SSIM's 11x11 window need at least {side}x{side}"
+            )
         expected = (hr.shape[0] // scale, hr.shape[1] // scale)
         lr_path = lr_paths.get(hr_path.stem)
         if lr_path is None:
@@ -129,6 +136,13 @@ def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = N
                     f"(floor of HR {hr_path.name} / {scale})"
                 )
         images.append(BenchmarkImage(hr_path.stem, hr, lr, lr_generated=lr_path is None))
+    orphans = sorted(set(lr_paths) - {image.name for image in images})
+    if orphans:  # e.g. a renamed or deleted HR file: say so rather than score fewer images than the folder holds
+        warnings.warn(
+            f"{lr_dir}: {len(orphans)} LR file(s) with no HR image in {hr_dir}, not scored: "
+            f"{', '.join(lr_paths[name].name for name in orphans[:5])}{', ...' if len(orphans) > 5 else ''}",
+            stacklevel=2,
+        )
     if lr_paths:
         missing = [image.name for image in images if image.lr_generated]
         if missing:

@@ -22,13 +22,14 @@ from ..imaging.io import write_bytes_atomic, write_image
 from ..imaging.resize import imresize
 from .compare import comparison_picture
 from .datasets import BenchmarkImage, BenchmarkSet
-from .metrics import ImageScore, score
+from .metrics import ImageScore, MetricInputError, score
 
 if TYPE_CHECKING:
     from ..inference import Upscaler
 
 __all__ = [
     "BICUBIC",
+    "saved_image_paths",
     "DatasetResult",
     "EvaluationReport",
     "ImageResult",
@@ -110,6 +111,16 @@ def write_json(report: EvaluationReport, path: str | os.PathLike) -> Path:
     return path
 
 
+def saved_image_paths(sets: Sequence[BenchmarkSet], folder: str | os.PathLike) -> list[Path]:
+    """Every file ``evaluate(..., save_images=folder)`` writes, so that a caller can check them before any work."""
+    folder = Path(folder)
+    return [path for benchmark in sets for image in benchmark for path in _saved_paths(folder / benchmark.name, image.name)]
+
+
+def _saved_paths(folder: Path, stem: str) -> tuple[Path, Path]:
+    return folder / f"{stem}.png", folder / "compare" / f"{stem}.png"
+
+
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """The bicubic baseline: MATLAB-exact bicubic upscaling of the uint8 LR (rounded as MATLAB does)."""
     return imresize(lr, scale=scale)
@@ -152,7 +163,10 @@ def evaluate(
                     f"{benchmark.root}/{image.name}: SR is {sr.shape[1]}x{sr.shape[0]}, expected "
                     f"{image.hr.shape[1]}x{image.hr.shape[0]} (x{scale} of the LR)"
                 )
-            sr_score = score(sr, image.hr, scale)
+            try:
+                sr_score = score(sr, image.hr, scale)
+            except MetricInputError as exc:  # name the image: the metrics only see arrays
+                raise MlkasrError(f"{benchmark.root}/{image.name}: {exc}") from None
             result = ImageResult(image.name, sr_score.psnr, sr_score.ssim)
             if out_dir is not None:
                 bicubic_score = sr_score if upscaler is None else score(bicubic, image.hr, scale)
@@ -173,7 +187,8 @@ def _save(
     bicubic_score: ImageScore,
     model_name: str,
 ) -> None:
-    write_image(folder / f"{image.name}.png", sr)
+    sr_path, compare_path = _saved_paths(folder, image.name)
+    write_image(sr_path, sr)
     label = "Bicubic" if model_name == BICUBIC else "SR"
     picture = comparison_picture(bicubic, sr, image.hr, bicubic_score.psnr, sr_score.psnr, sr_label=label)
-    write_image(folder / "compare" / f"{image.name}.png", picture)
+    write_image(compare_path, picture)
