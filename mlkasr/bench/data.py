@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .memory import peak_rss_mb
 from .rows import BenchRow
 
@@ -58,8 +60,9 @@ def measure_sources(bench: DataBench, hr_dir: Path) -> list[BenchRow]:
         request = {"hr_dir": str(hr_dir), "workdir": str(bench.workdir / "sources"), "source": source,
                    "scale": bench.scale, "patch": bench.patch, "batch": bench.batch, "repeats": bench.repeats,
                    "warmup": bench.warmup, "batches": bench.batches_per_repeat, "workers": bench.num_workers}
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as many threads as this process
         done = subprocess.run([sys.executable, "-m", __name__, json.dumps(request)], capture_output=True, text=True,
-                              check=False)
+                              check=False, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"data benchmark of the {source} source failed:\n{done.stderr[-2000:]}")
         rows.append(BenchRow(**json.loads(done.stdout.strip().splitlines()[-1])))
@@ -81,7 +84,7 @@ def _measure(request: dict) -> dict:
         "model": "", "scale": request["scale"], "what": "data", "path": request["source"], "batch": request["batch"],
         "size": request["patch"], "median_ms": median, "min_ms": min(per_batch_ms), "max_ms": max(per_batch_ms),
         "peak_mem_mb": peak_rss_mb(), "device": "cpu",
-        "patches_per_s": request["batch"] * 1000.0 / median,
+        "patches_per_s": request["batch"] * 1000.0 / median, "threads": torch.get_num_threads(),
     }
 
 

@@ -38,6 +38,11 @@ PATHS: dict[str, BenchPath] = {
         BenchPath("bf16", "bf16 autocast, device-default memory format", channels_last=None, autocast=torch.bfloat16),
         BenchPath("fp16", "fp16 autocast (+GradScaler), device-default format", channels_last=None,
                   autocast=torch.float16, cuda_only=True),
+        BenchPath("bf16+channels_last", "bf16 autocast, channels_last", channels_last=True, autocast=torch.bfloat16),
+        BenchPath("fp16+channels_last", "fp16 autocast (+GradScaler), channels_last", channels_last=True,
+                  autocast=torch.float16, cuda_only=True),
+        BenchPath("compile+bf16", "torch.compile, bf16 autocast, device-default format", channels_last=None,
+                  compile=True, autocast=torch.bfloat16),
     )
 }
 

@@ -104,14 +104,18 @@ def _bench_workload(workload: Workload, config: BenchConfig, device: torch.devic
         log(f"{label}: warming up {name}{extra}")
 
     timings = time_interleaved(steps, config.repeats, config.warmup, device, on_warmup=announce)
+    # CUDA memory in-process (a fresh process per path costs ~10 s of CUDA start-up each): the peak of one more
+    # step above what was allocated before it, so the other paths' resident models do not count.
+    cuda_peaks = {name: _cuda_step_peak_mb(step, device) for name, step in steps.items()} \
+        if config.memory and device.type == "cuda" else {}
     del steps
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     rows = []
     for name in names:
-        peak = None
-        if config.memory:
+        peak = round(cuda_peaks[name], 1) if name in cuda_peaks else None
+        if config.memory and device.type != "cuda":
             log(f"{label}: peak memory of {name} (fresh process)")
             peak = round(measure_in_subprocess(workload, name, config.device, warmup=1), 1)
         t = timings[name]
@@ -119,3 +123,12 @@ def _bench_workload(workload: Workload, config: BenchConfig, device: torch.devic
                              round(t.median_ms, 3), round(t.min_ms, 3), round(t.max_ms, 3), peak, device.type,
                              threads=torch.get_num_threads()))
     return rows
+
+
+def _cuda_step_peak_mb(step: Callable[[], object], device: torch.device) -> float:
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
