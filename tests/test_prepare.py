@@ -386,3 +386,123 @@ def test_an_lmdb_whose_target_appears_meanwhile_leaves_no_partial(tmp_path):
             writer.put_image("a", np.zeros((4, 4, 3), np.uint8))
             target.mkdir()  # another process published first: publishing must refuse, not merge
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmdb"]
+
+
+# -- killed runs, and outputs that would destroy inputs --------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid  # reaped: no process has it now (pids are not reused that quickly)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after the parenthesised name
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path, capsys):
+    hr = tmp_path / "hr"
+    ramp = (np.add.outer(np.arange(600), np.arange(600)) % 256).astype(np.uint8)
+    for i in range(6):  # MATLAB-bicubic x2 + x3 of 600x600: about a second of work for 2 workers
+        write_image(hr / f"{i:02d}.png", np.dstack([ramp, ramp.T, np.roll(ramp, i, 0)]))
+    argv = ["prepare", "lr", "--input", str(hr), "--output", str(tmp_path / "lr"), "--scale", "2", "3", "--workers",
+            "2", "--quiet"]
+    process = subprocess.Popen([sys.executable, "-m", "mlkasr", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not (list((tmp_path / "lr").glob("X2.partial-*")) and len(_children(process.pid)) >= 2):
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.02)
+        workers = _children(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):  # they used to run on with parent 1
+        assert time.monotonic() < deadline, f"workers {workers} outlived their parent"
+        time.sleep(0.05)
+    partials = sorted(p.name for p in (tmp_path / "lr").iterdir())
+    assert partials == [f"X2.partial-{process.pid}", f"X3.partial-{process.pid}"]
+    live = tmp_path / "lr" / f"X2.partial-{os.getppid()}"  # another build in progress (a live pid): left alone
+    live.mkdir()
+    assert main(argv) == 0  # the rerun, in this process
+    err = capsys.readouterr().err
+    assert f"warning: removed {tmp_path / 'lr' / partials[0]}: an unfinished output of process {process.pid}" in err
+    assert f"warning: removed {tmp_path / 'lr' / partials[1]}" in err
+    assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == sorted(["X2", "X3", live.name])
+    assert len(list_images(tmp_path / "lr" / "X3")) == 6
+
+
+def test_dead_partials_are_removed_by_lmdb_builds_and_div2k_reuse(tmp_path):
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", textured(8, 8))
+    dead = tmp_path / f"out.lmdb.partial-{_dead_pid()}"
+    live = tmp_path / f"out.lmdb.partial-{os.getppid()}"
+    for partial in (dead, live):
+        partial.mkdir()
+        (partial / "data.mdb").write_bytes(b"half")
+    with pytest.warns(UserWarning, match=f"removed {re.escape(str(dead))}: an unfinished output of process"):
+        pack_folder(folder, tmp_path / "out.lmdb", workers=1, progress=False)
+    assert not dead.exists() and live.is_dir() and (tmp_path / "out.lmdb" / "data.mdb").is_file()
+    # --reuse skips steps whose output exists: their leftovers must go too
+    hr = tmp_path / "DIV2K_train_HR"
+    for i in range(2):
+        write_image(hr / f"{i:04d}.png", textured(48, 48, seed=i))
+    prepare_div2k(hr, tmp_path / "prepared", [2], size=24, step=24, workers=1, progress=False)
+    stale = tmp_path / "prepared" / f"DIV2K_train_HR_sub.lmdb.partial-{_dead_pid()}"
+    stale.mkdir()
+    with pytest.warns(UserWarning, match="DIV2K_train_HR_sub.lmdb.partial-"):
+        report = prepare_div2k(hr, tmp_path / "prepared", [2], size=24, step=24, reuse=True, workers=1, progress=False)
+    assert report.ok and not stale.exists()
+
+
+def test_prepare_outputs_are_checked_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", textured(48, 48))
+    (tmp_path / "file").write_text("x")
+    for argv in (
+        ["lmdb", "--input", str(folder), "--output", str(tmp_path / "file" / "x.lmdb")],
+        ["subimages", "--input", str(folder), "--output", str(tmp_path / "file" / "sub"), "--size", "24", "--step", "24"],
+        ["lr", "--input", str(folder), "--output", str(tmp_path / "file"), "--scale", "2"],
+        ["div2k", "--hr", str(folder), "--output", str(tmp_path / "file"), "--scales", "2"],
+    ):
+        assert main(["prepare", *argv, "--quiet", "--workers", "1"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(tmp_path / "file") in err and "not a folder" in err, err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_overwrite_never_replaces_the_input_itself(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", textured(48, 48))
+    for target in (folder, tmp_path):
+        argv = ["prepare", "subimages", "--input", str(folder), "--output", str(target), "--size", "24", "--step", "24"]
+        assert main([*argv, "--overwrite", "--quiet", "--workers", "1"]) == 2
+        assert "building it would replace the input" in capsys.readouterr().err
+    hr = write_image(tmp_path / "hr" / "a.png", textured(48, 48))
+    argv = ["prepare", "subimages", "--input", str(hr.parent), "--output", str(tmp_path / "s"), "--size", "24",
+            "--step", "24", "--scale", "2", "--lr-input", str(folder), "--lr-output", str(folder), "--overwrite"]
+    assert main([*argv, "--quiet", "--workers", "1"]) == 2
+    assert "building it would replace the input" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["a.png"]

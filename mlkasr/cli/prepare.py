@@ -67,6 +67,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
+    # Warnings (e.g. a killed run's partial output removed) are printed as they happen, one line each.
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *_args, **_kwargs: print(
+            f"mlkasr prepare: warning: {message}", file=sys.stderr, flush=True
+        )
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import data

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging.io import list_images, write_bytes_atomic
+from ..paths import check_output_folder
 from .check import CheckReport, check_inspected, inspect_lmdb
 from .errors import DataError
 from .extract import LrCut, extract_subimages
 from .lr import generate_lr, lr_folder
 from .pack import pack_folder
+from .staging import remove_dead_partials
 
 
 def default_lr_root(hr_dir: Path) -> Path:
@@ -106,6 +108,11 @@ def prepare_div2k(hr_dir: str | os.PathLike, output: str | os.PathLike, scales: 
         raise DataError(f"{lr_root}: LR root not found (expected {lr_root}/X2/0001x2.png ...)")
     outputs = plan_outputs(hr_dir, lr_root, output, scales)
     report = Div2kReport(outputs)
+    check_output_folder(output, "--output")
+    # Leftovers of a killed run go first, also those of steps that --reuse will skip.
+    for target in (outputs.hr_sub, outputs.hr_lmdb, *outputs.lr_sub.values(), *outputs.lr_lmdb.values(),
+                   *(lr_folder(output / lr_root.name, s) for s in scales)):
+        remove_dead_partials(target)
     if not (reuse or overwrite):  # say it once, up front, with both ways out
         planned = [outputs.hr_sub, outputs.hr_lmdb, *outputs.lr_sub.values(), *outputs.lr_lmdb.values(),
                    *(lr_folder(output / lr_root.name, s) for s in scales)]

@@ -13,7 +13,7 @@ from .codec import encode_png
 from .errors import DataError
 from .keys import describe_key_difference, keyed_files
 from .parallel import default_workers, run_parallel
-from .staging import staged_dir
+from .staging import check_target, staged_dir
 from .subimages import SubImageGrid, check_lr_matches, grid_windows, subimage_key
 
 
@@ -76,6 +76,11 @@ def extract_subimages(hr_dir: str | os.PathLike, output_dir: str | os.PathLike, 
         if problem:
             raise DataError(f"HR and x{cut.scale} LR images do not pair up: {problem}")
         lr_files.append(files)
+    outputs = [Path(output_dir), *(cut.output_dir for cut in lr)]
+    if len({out.resolve() for out in outputs}) < len(outputs):
+        raise DataError(f"the HR and LR sub-image outputs must be different folders, got {', '.join(map(str, outputs))}")
+    for out in outputs:  # before any work, not when the first output is published
+        check_target(out, overwrite, inputs=[hr_dir, *(cut.input_dir for cut in lr)])
     with ExitStack() as stack:
         hr_out = stack.enter_context(staged_dir(Path(output_dir), overwrite))
         lr_outs = [stack.enter_context(staged_dir(cut.output_dir, overwrite)) for cut in lr]

@@ -20,7 +20,7 @@ import numpy as np
 from .codec import PNG_COMPRESSION, decode_image_bytes, encode_png
 from .errors import DataError
 from .keys import check_key
-from .staging import publish, refuse_existing
+from .staging import check_target, publish, remove_dead_partials
 
 META_INFO = "meta_info.txt"
 _META_LINE = re.compile(r"^(?P<key>[^\s.]+)\.\w+ \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\)(?: (?P<level>\d+))?$")
@@ -76,7 +76,7 @@ class LmdbWriter:
         self.path = Path(path)
         if self.path.suffix != ".lmdb":
             raise DataError(f"{self.path}: an LMDB folder name must end in .lmdb")
-        refuse_existing(self.path, overwrite)
+        check_target(self.path, overwrite)
         self.overwrite = overwrite
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -91,6 +91,7 @@ class LmdbWriter:
 
     def __enter__(self) -> "LmdbWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_partials(self.path)
         shutil.rmtree(self.partial, ignore_errors=True)
         self._env = lmdb.open(str(self.partial), map_size=self.map_size, subdir=True, meminit=False, map_async=True)
         return self

@@ -18,7 +18,7 @@ from .codec import encode_png
 from .errors import DataError
 from .keys import keyed_files
 from .parallel import default_workers, run_parallel
-from .staging import staged_dir
+from .staging import check_target, staged_dir
 
 
 def lr_folder(root: str | os.PathLike, scale: int) -> Path:
@@ -59,6 +59,8 @@ def generate_lr(hr_dir: str | os.PathLike, output_root: str | os.PathLike, scale
     if not files:
         raise DataError(f"{hr_dir}: no images (expected .png, .jpg, .bmp, ...)")
     scales = sorted(set(scales))
+    for s in scales:  # before any work
+        check_target(lr_folder(output_root, s), overwrite, inputs=[hr_dir])
     with ExitStack() as stack:
         outputs = tuple((s, stack.enter_context(staged_dir(lr_folder(output_root, s), overwrite))) for s in scales)
         tasks = [_Task(path, key, outputs) for key, path in files.items()]

@@ -15,6 +15,7 @@ from .errors import DataError
 from .keys import keyed_files
 from .lmdb_store import LmdbWriter
 from .parallel import default_workers, ordered_map
+from .staging import check_target
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def pack_folder(input_dir: str | os.PathLike, output: str | os.PathLike, scale: 
     match the HR LMDB's. Images are re-encoded as PNG at ``png_compression`` (default 1, BasicSR's choice: decoding
     speed matters more than size in training; 0 decodes faster still, see ``codec``).
     """
+    check_target(Path(output), overwrite, inputs=[input_dir])
     files = keyed_files(list_images(input_dir), scale=scale)
     if not files:
         raise DataError(f"{input_dir}: no images (expected .png, .jpg, .bmp, ...)")

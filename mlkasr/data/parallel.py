@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -19,7 +20,10 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _init_worker() -> None:
+PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent still lives (where prctl is missing)
+
+
+def _init_worker(parent_pid: int) -> None:
     import signal
 
     import cv2
@@ -28,6 +32,46 @@ def _init_worker() -> None:
     # Ctrl-C reaches the whole process group: only the parent should react (cancel what is pending, let the running
     # items finish, delete its partial output). A worker dying of it would break the pool and hang the shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when the parent dies, even by SIGKILL: orphaned workers would run on with nobody to stop them.
+
+    Linux delivers a signal on the parent's death (prctl PR_SET_PDEATHSIG); a watcher thread covers the rest
+    (other systems, a pool started from a thread, a forkserver parent) by polling the parent's pid.
+    """
+    import ctypes
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+        except (OSError, AttributeError):
+            pass
+    parent_at_start = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_at_start or not _alive(parent_pid):
+                os._exit(1)
+            time.sleep(PARENT_CHECK_SECONDS)
+
+    if not _alive(parent_pid):  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="mlkasr-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = True) -> list[R]:
@@ -43,7 +87,8 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
                 results.append(fn(item))
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_init_worker,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(fn, item) for item in items]
             pending = set(futures)
             try:
@@ -72,7 +117,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, window: 
         for item in items:
             yield fn(item)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
         queue: deque = deque()
         iterator = iter(items)
         try:

@@ -2,18 +2,23 @@
 
 Every folder or LMDB we produce is built under ``{name}.partial-{pid}`` beside the target and renamed into place at
 the end; an interrupted run (Ctrl-C, kill, crash) therefore never leaves something that looks finished. Renaming
-within one parent folder is atomic on POSIX file systems.
+within one parent folder is atomic on POSIX file systems. A later run removes (and names) the partial outputs of
+processes that no longer run; those of a live process are another build in progress and are left alone.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..paths import check_output_folder
 from .errors import DataError
+
+PARTIAL = ".partial-"
 
 
 def refuse_existing(final: Path, overwrite: bool) -> None:
@@ -21,13 +26,55 @@ def refuse_existing(final: Path, overwrite: bool) -> None:
         raise DataError(f"{final} already exists; pass --overwrite to replace it")
 
 
+def check_target(final: Path, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Before any work: ``final`` is not there (unless ``overwrite``), its folder can be created, and replacing it
+    cannot delete an input (``--overwrite`` with the output naming the input or a folder above it)."""
+    final = Path(final)
+    refuse_existing(final, overwrite)
+    check_output_folder(final.parent, "output folder")
+    for source in inputs:
+        if Path(source).resolve().is_relative_to(final.resolve()):
+            raise DataError(f"{final}: is the input {source} or a folder above it; building it would replace the "
+                            "input: choose another output")
+
+
+def remove_dead_partials(final: str | os.PathLike) -> list[Path]:
+    """Delete ``{final}.partial-{pid}`` left by processes that are gone (kill -9, power loss), with a warning each."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for partial in sorted(final.parent.glob(f"{final.name}{PARTIAL}*")):
+        pid = partial.name.rsplit(PARTIAL, 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+            continue
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+        removed.append(partial)
+        warnings.warn(f"removed {partial}: an unfinished output of process {pid}, which no longer runs", stacklevel=2)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 @contextmanager
 def staged_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``final``, on any error it is deleted."""
     final = Path(final)
-    refuse_existing(final, overwrite)
+    check_target(final, overwrite)
+    remove_dead_partials(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+    partial = final.with_name(f"{final.name}{PARTIAL}{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
