@@ -373,6 +373,32 @@ def test_losses_and_optimizers_from_config():
     assert id(model.sub_mean.weight) not in trainable  # the frozen MeanShift is not optimised
 
 
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_fused_optimizer_matches_the_per_parameter_loop(kind):
+    from mlkasr.config import TrainConfig
+    from mlkasr.training.optim import build_optimizer
+
+    config = TrainConfig(optimizer=kind, lr=1e-2, weight_decay=1e-2)
+    fused_model, plain_model = mlkasr.build_model("man-tiny", 2), mlkasr.build_model("man-tiny", 2)
+    plain_model.load_state_dict(fused_model.state_dict())
+    initial = fused_model.head.weight.detach().clone()
+    fused = build_optimizer(fused_model, config)
+    assert fused.defaults["fused"] is True
+    plain = type(fused)([p for p in plain_model.parameters() if p.requires_grad], lr=config.lr,
+                        betas=tuple(config.betas), weight_decay=config.weight_decay, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+            if a.requires_grad:
+                a.grad = torch.randn(a.shape, generator=generator)
+                b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for (key, a), b in zip(fused_model.state_dict().items(), plain_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+    assert not torch.equal(fused_model.head.weight, initial)  # it moved
+
+
 def test_ema_update_is_the_weighted_average():
     from mlkasr.training.ema import ModelEMA
 

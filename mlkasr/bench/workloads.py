@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..models import MAN, build_model
 from ..models.reference import to_reference
@@ -59,17 +58,23 @@ def _autocast(path: BenchPath, device: torch.device):
 
 
 def _train_step(model: MAN, runner, lr: torch.Tensor, hr: torch.Tensor, path: BenchPath, device: torch.device):
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-4, betas=(0.9, 0.99))
+    from ..config import TrainConfig
+    from ..training.distributed import DistContext
+    from ..training.ema import ModelEMA
+    from ..training.losses import build_loss
+    from ..training.optim import build_optimizer
+    from ..training.step import Precision, TrainStep
+
+    config = TrainConfig()  # the trainer's defaults: the paper's Adam, L1 and EMA
     # fp16 needs loss scaling to train at all, so its cost belongs in the step
-    scaler = torch.amp.GradScaler(device.type, enabled=path.autocast is torch.float16)
+    precision = Precision(path.autocast, use_scaler=path.autocast is torch.float16)
+    memory_format = torch.channels_last if path.uses_channels_last(device.type) else torch.contiguous_format
+    train_step = TrainStep(runner, model, build_loss(config), build_optimizer(model, config),
+                           ModelEMA(model, config.ema_decay), precision, device, config.grad_clip, DistContext(),
+                           memory_format)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(path, device):
-            loss = F.l1_loss(runner(lr), hr)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(lr, hr)
 
     return step
 
