@@ -306,3 +306,22 @@ def test_photo_folders_need_no_lmdb_safe_names(tmp_path):
     assert dataset[0]["key"] == "IMG 0001.v2" and dataset[0]["hr"].shape == (3, 16, 16)
     with pytest.raises(DataError, match="cannot use 'IMG 0001.v2' as an LMDB key"):
         pack_folder(folder, tmp_path / "photos.lmdb")
+
+
+def test_meta_info_that_disagrees_with_the_records_is_a_named_error(tmp_path):
+    source = _lmdb_pair(tmp_path, {k: np.zeros((64, 64, 3), np.uint8) for k in "ab"},
+                        {k: np.zeros((16, 16, 3), np.uint8) for k in "ab"})
+    meta = tmp_path / "hr.lmdb" / "meta_info.txt"
+    good = meta.read_text()
+    meta.write_text(good + "c.png (64,64,3) 1\n")  # a listed key with no record
+    with pytest.raises(DataError, match=r"hr.lmdb/meta_info.txt: lists 1 key\(s\) that have no record \('c'\)"):
+        PairedPatchDataset(source, S, P)
+    meta.write_text(good.replace("b.png (64,64,3) 1\n", ""))  # a record it does not list
+    with pytest.raises(DataError, match=r"meta_info.txt: does not list 1 record\(s\) \('b'\)"):
+        PairedPatchDataset(source, S, P)
+    meta.write_text(good.replace("b.png (64,64,3)", "b.png (128,128,3)"))  # a wrong shape: found when first read
+    dataset = PairedPatchDataset(HrOnlySource(tmp_path / "hr.lmdb"), S, P)
+    with pytest.raises(DataError, match=r"hr.lmdb key 'b': the record is \(64, 64, 3\) \(h, w, c\), but "
+                                        r"meta_info.txt says \(128, 128, 3\)"):
+        for i in range(4):
+            dataset[i]

@@ -207,9 +207,10 @@ class LmdbImageReader:
             raise DataError(f"{self.path}: not an LMDB folder (no data.mdb inside)")
         self._env: lmdb.Environment | None = None
         self._pid: int | None = None
+        self._meta: dict[str, MetaEntry] | None | bool = False  # False: meta_info.txt not read yet
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "_env": None, "_pid": None}  # spawn: the child opens its own
+        return {"path": self.path, "_env": None, "_pid": None, "_meta": False}  # spawn: the child opens its own
 
     def __del__(self) -> None:
         try:
@@ -254,7 +255,31 @@ class LmdbImageReader:
         return data
 
     def read(self, key: str) -> np.ndarray:
-        return decode_image_bytes(self.read_bytes(key), f"{self.path} key {key!r}")
+        """The decoded record; an error if meta_info.txt gives it another shape (training sizes come from there)."""
+        image = decode_image_bytes(self.read_bytes(key), f"{self.path} key {key!r}")
+        if self._meta is False:
+            self._meta = read_meta_info(self.path)
+        entry = self._meta.get(key) if self._meta else None
+        if entry is not None and tuple(image.shape) != entry.shape:
+            raise DataError(
+                f"{self.path} key {key!r}: the record is {tuple(image.shape)} (h, w, c), but {META_INFO} says "
+                f"{entry.shape}; rebuild the LMDB (`mlkasr prepare check` lists every mismatch)"
+            )
+        return image
 
     def meta_info(self) -> dict[str, MetaEntry] | None:
         return read_meta_info(self.path)
+
+    def shapes(self) -> dict[str, tuple[int, int, int] | None]:
+        """Every key with its shape from meta_info.txt (None without one); an error when the two disagree on keys."""
+        keys = self.keys()
+        meta = self.meta_info()
+        if meta is None:
+            return dict.fromkeys(keys)
+        for names, problem in ((sorted(meta.keys() - set(keys)), "lists {n} key(s) that have no record"),
+                               (sorted(set(keys) - meta.keys()), "does not list {n} record(s)")):
+            if names:
+                shown = ", ".join(repr(k) for k in names[:5]) + (", ..." if len(names) > 5 else "")
+                raise DataError(f"{self.path / META_INFO}: {problem.format(n=len(names))} ({shown}); it disagrees "
+                                "with the LMDB: rebuild it (`mlkasr prepare check` lists every mismatch)")
+        return {key: meta[key].shape for key in keys}

@@ -67,9 +67,7 @@ def _is_lmdb(path: Path) -> bool:
 
 
 def _lmdb_items(reader: LmdbImageReader) -> dict[str, tuple[int, int, int] | None]:
-    keys = reader.keys()
-    meta = reader.meta_info()
-    return {key: (meta[key].shape if meta and key in meta else None) for key in keys}
+    return reader.shapes()  # meta_info.txt must list exactly the records; shapes are checked when read
 
 
 class LmdbPairSource(PatchSource):
