@@ -8,7 +8,6 @@ Each test prints one ``GPU-CHECK key=value`` line where a measured number matter
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,21 +17,13 @@ import mlkasr
 from mlkasr.inference import InferenceOptions, Upscaler
 from mlkasr.training import TrainingDiverged, load_checkpoint, train
 
-from test_train import _NanFrom, _config, _write_images
+from test_train import _NanFrom, _config, data_dir  # noqa: F401 - data_dir is a fixture used here
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
 
 # Resume on CUDA is not bit-exact (cuDNN picks algorithms and reduces in parallel), but it must stay this close:
 # the max |difference| of any weight after 3 + 3 resumed steps against 6 straight ones.
 RESUME_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-3}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cuda-data")
-    _write_images(root / "train", 6, 48, seed=1)
-    _write_images(root / "val" / "HR", 2, 32, seed=2)
-    return root
 
 
 def _report(key: str, value) -> None:
