@@ -427,3 +427,181 @@ def test_image_cache_is_automatic_only_for_folders_that_fit(data_dir, tmp_path, 
     assert decision("data.train.cache_images=true") is True  # an explicit choice wins
     monkeypatch.undo()
     assert decision("data.train.cache_images=false") is False
+
+
+# -- one trainer per run folder ------------------------------------------------------------------------------------
+
+
+def _hold_lock(run_dir: str, ready, release) -> None:
+    from mlkasr.training.runlock import RunLock
+
+    RunLock.acquire(run_dir)
+    ready.set()
+    release.wait(60)
+
+
+def _lock_holder(run_dir: Path):
+    """Another process holding the run folder's lock (as a second trainer would); a fork keeps it cheap."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    process = context.Process(target=_hold_lock, args=(str(run_dir), ready, release), daemon=True)
+    process.start()
+    assert ready.wait(30), "the lock holder did not start"
+    return process, release
+
+
+def test_a_second_trainer_on_a_run_folder_fails_at_once_naming_the_holder(data_dir, tmp_path, capsys):
+    from mlkasr.training.runlock import RunFolderBusy
+
+    run_dir = tmp_path / "run"
+    train(_config(data_dir, "train.iterations=3"), run_dir, device="cpu")
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.name != "train.lock"}  # noqa: E731
+    before = files()
+    holder, release = _lock_holder(run_dir)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RunFolderBusy, match=rf"another training run is using it \(PID {holder.pid}, lock "):
+            train(_config(data_dir), run_dir, resume="auto", device="cpu")
+        assert time.monotonic() - started < 5  # at once, not after a wait
+        from mlkasr.config import dump_config
+
+        dump_config(_config(data_dir), tmp_path / "c.yaml")
+        assert main_cli(["train", str(tmp_path / "c.yaml"), "--run-dir", str(run_dir), "--resume", "auto"]) == 2
+        err = capsys.readouterr().err
+        assert f"PID {holder.pid}" in err and err.count("\n") == 1
+    finally:
+        holder.kill()  # like kill -9: the OS drops the lock with the process
+        holder.join()
+    assert files() == before  # nothing of the run was touched
+    result = train(_config(data_dir), run_dir, resume="auto", device="cpu")  # a dead holder never blocks
+    assert result.iteration == 6
+    assert result.exported.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not 0600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main_cli(argv):
+    from mlkasr.cli import main
+
+    return main(argv)
+
+
+def _ddp_lock_worker(rank: int, port: int, run_dir: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    from mlkasr.errors import MlkasrError
+    from mlkasr.training.distributed import init_distributed
+    from mlkasr.training.runlock import lock_run_folder
+
+    ctx = init_distributed("cpu")
+    try:
+        lock_run_folder(Path(run_dir), ctx, torch.device("cpu"))
+        message = "acquired"
+    except MlkasrError as exc:
+        message = str(exc)
+    Path(out, f"rank{rank}.txt").write_text(message)
+    dist.destroy_process_group()
+
+
+def test_under_ddp_rank_0_takes_the_lock_and_every_rank_learns_the_verdict(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder, release = _lock_holder(run_dir)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # fork: the workers only need what is imported already (spawn would re-import torch in each)
+        torch.multiprocessing.start_processes(_ddp_lock_worker, args=(port, str(run_dir), str(tmp_path)), nprocs=2,
+                                              join=True, start_method="fork")
+    finally:
+        holder.kill()
+        holder.join()
+    assert f"PID {holder.pid}" in (tmp_path / "rank0.txt").read_text()
+    assert "rank 0 could not lock the run folder" in (tmp_path / "rank1.txt").read_text()
+
+
+# -- resume with another config ------------------------------------------------------------------------------------
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorded(data_dir, tmp_path):
+    import yaml
+
+    from mlkasr.training.config_changes import ConfigChangeRefused
+
+    run_dir = tmp_path / "run"
+    train(_config(data_dir, "train.iterations=3"), run_dir, device="cpu")
+    original = (run_dir / "config.yaml").read_text()
+    changed = _config(data_dir, "train.batch_size=4", "train.lr=2e-3", "data.train.patch_size=10")
+    with pytest.raises(ConfigChangeRefused) as info:
+        train(changed, run_dir, resume="auto", device="cpu")
+    message = str(info.value)
+    for change in ("train.batch_size: 2 -> 4", "train.lr: 0.001 -> 0.002", "data.train.patch_size: 12 -> 10"):
+        assert change in message
+    assert "--allow-config-change" in message and "train.iterations" not in message  # multistep: extending is free
+    assert not (run_dir / "checkpoints" / "iter_00000006.pth").exists()
+    result = train(changed, run_dir, resume="auto", device="cpu", allow_config_change=True)
+    assert result.iteration == 6
+    assert (run_dir / "config.yaml").read_text() == original  # the original record stays
+    (entry,) = yaml.safe_load((run_dir / "config_changes.yaml").read_text())
+    assert entry["iteration"] == 3 and entry["resumed_from"].endswith("iter_00000003.pth") and entry["time"]
+    assert entry["changes"]["train.lr"] == {"old": 1e-3, "new": 2e-3, "affects_weights": True}
+    assert entry["changes"]["train.iterations"] == {"old": 3, "new": 6, "affects_weights": False}
+    assert "config changed on resume at iteration 3" in (run_dir / "train.log").read_text()
+    # the newest checkpoint now holds the new config: resuming it again with that config is no change
+    again = train(_config(data_dir, "train.batch_size=4", "train.lr=2e-3", "data.train.patch_size=10",
+                          "train.iterations=7", "logging.log_every=1"), run_dir, resume="auto", device="cpu")
+    assert again.iteration == 7
+    entries = yaml.safe_load((run_dir / "config_changes.yaml").read_text())
+    assert len(entries) == 2 and set(entries[1]["changes"]) == {"train.iterations", "logging.log_every"}
+
+
+def test_changing_the_length_of_a_cosine_run_needs_the_flag(data_dir, tmp_path):
+    from mlkasr.training.config_changes import ConfigChangeRefused
+
+    cosine = ("train.schedule.kind=cosine", "train.schedule.milestones=[]")
+    train(_config(data_dir, *cosine, "train.iterations=3"), tmp_path / "run", device="cpu")
+    with pytest.raises(ConfigChangeRefused, match=r"train\.iterations: 3 -> 6"):
+        train(_config(data_dir, *cosine), tmp_path / "run", resume="auto", device="cpu")
+
+
+# -- a failed start leaves nothing; outputs checked first ---------------------------------------------------------
+
+
+def test_a_fresh_run_whose_data_fails_its_checks_leaves_no_trace(data_dir, tmp_path):
+    from mlkasr.errors import MlkasrError
+
+    bad_val = tmp_path / "badval"
+    (bad_val / "HR").mkdir(parents=True)
+    (bad_val / "HR" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(MlkasrError, match=r"x\.png: not a decodable image"):
+        train(_config(data_dir, f"data.val=[{{path: {bad_val}}}]"), tmp_path / "run", device="cpu")
+    with pytest.raises(MlkasrError, match="smaller than the HR patch"):
+        train(_config(data_dir, "data.train.patch_size=40"), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+    # an existing run keeps everything when a resume fails the same way
+    train(_config(data_dir, "train.iterations=3"), tmp_path / "run", device="cpu")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(MlkasrError, match="smaller than the HR patch"):
+        train(_config(data_dir, "data.train.patch_size=40"), tmp_path / "run", resume="auto", device="cpu",
+              allow_config_change=True)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == before
+
+
+def test_a_run_dir_that_is_a_file_is_refused_before_anything(data_dir, tmp_path):
+    from mlkasr.errors import MlkasrError
+
+    (tmp_path / "run").write_text("my notes")
+    with pytest.raises(MlkasrError, match=r"--run-dir .*run: exists and is not a folder"):
+        train(_config(data_dir), tmp_path / "run", device="cpu")
+    with pytest.raises(MlkasrError, match=r"--run-dir .*: cannot be created, .*run is a file, not a folder"):
+        train(_config(data_dir), tmp_path / "run" / "sub", device="cpu")
+    assert (tmp_path / "run").read_text() == "my notes"

@@ -22,6 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--run-dir", help="run folder for checkpoints, logs and the exported model (default: runs/NAME)")
+    parser.add_argument(
+        "--allow-config-change", action="store_true",
+        help="with --resume: accept a config that differs from the run's (e.g. another lr); the change is logged "
+        "and recorded in RUN_DIR/config_changes.yaml",
+    )
     add_threads_option(parser)
 
 
@@ -34,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     # torchrun's ranks on one machine share its cores
     threads = set_threads(args, config.data.train.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device, threads=threads)  # failures raise
+    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device, threads=threads,
+          allow_config_change=args.allow_config_change)  # failures raise
     return 0

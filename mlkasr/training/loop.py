@@ -26,6 +26,7 @@ from ..errors import MlkasrError
 from ..models import build_model, save_model
 from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
+from .config_changes import check_changes, config_changes, record_changes
 from .data import build_train_batches, check_data_paths
 from .distributed import DistContext, all_ranks_true, barrier, init_distributed, shutdown_distributed
 from .ema import ModelEMA
@@ -33,7 +34,8 @@ from .guard import NonFiniteGuard
 from .losses import build_loss
 from .optim import build_optimizer
 from .rng import capture_rng, restore_rng
-from .runlog import RunLogger
+from .runlock import lock_run_folder
+from .runlog import BufferedLog, RunLogger
 from .schedule import LRSchedule
 from .step import TrainStep, resolve_precision
 from .validation import SetScore, load_validation_sets, validate
@@ -77,8 +79,12 @@ def train(
     device: str | None = None,
     loss_fn: nn.Module | None = None,
     threads: str | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train ``config``; ``resume`` is None (fresh run), ``"auto"`` or a checkpoint path.
+
+    A resume whose config differs from the checkpoint's in a key that changes the weights is refused unless
+    ``allow_config_change`` (see ``config_changes``). One process at a time trains in a run folder (``runlock``).
 
     ``loss_fn`` replaces the configured loss (a callable ``(sr, hr) -> scalar``), for custom objectives.
     ``threads`` is only reported in the log (the CLI applies its thread policy, ``mlkasr.threads``, before).
@@ -87,13 +93,14 @@ def train(
     device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
     ctx = init_distributed(device_type)
     try:
-        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx, threads)
+        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx, threads,
+                      allow_config_change)
     finally:
         shutdown_distributed(ctx)
 
 
 def _train(config: Config, run_dir: Path, resume: str | None, device_name: str | None, loss_fn, ctx: DistContext,
-           threads: str | None = None):
+           threads: str | None = None, allow_config_change: bool = False):
     device = resolve_device(device_name, ctx.local_rank)
     t = config.train
     if t.batch_size % ctx.world_size:
@@ -109,17 +116,38 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     memory_format = memory_format_for(device.type, channels_last)
     use_compile = prefers_compile(device.type) if t.compile is None else t.compile
 
-    pending_warnings: list[str] = []  # from the resume search, which runs before the logger exists
-    store = CheckpointStore(run_dir / "checkpoints", t.keep_last, warn=pending_warnings.append)
-    # Every rank reads the checkpoint itself (the run folder must be on storage all ranks see).
-    start_state = _find_resume_state(store, resume, run_dir)
-    start = int(start_state["iteration"]) if start_state else 0
-    log = RunLogger(run_dir, ctx.is_main, config.logging.tensorboard, config.logging.progress_bar, t.iterations, start)
-    store.warn = log.warn
-    for message in pending_warnings:
-        log.warn(message)
+    lock = lock_run_folder(run_dir, ctx, device)  # held until the end: a second trainer here fails at once
+    early = BufferedLog(ctx.is_main)  # what is said before the run folder may receive files
     try:
-        val_sets = load_validation_sets(config, log) if ctx.is_main else []
+        store = CheckpointStore(run_dir / "checkpoints", t.keep_last, warn=early.warn)
+        # Every rank reads the checkpoint itself (the run folder must be on storage all ranks see).
+        start_state = _find_resume_state(store, resume, run_dir)
+        start = int(start_state["iteration"]) if start_state else 0
+        changes = config_changes(start_state.get("config"), config) if start_state else []
+        check_changes(changes, allow_config_change, start_state["path"] if start_state else "", run_dir)
+        # Data before files: a fresh run whose data is bad leaves nothing behind.
+        val_sets = load_validation_sets(config, early) if ctx.is_main else []
+        batches, data_description = build_train_batches(
+            config, ctx, int(start_state["data_position"]) if start_state else 0
+        )
+        failure: BaseException | None = None
+    except BaseException as exc:  # shared below: the other ranks would otherwise wait at their first collective
+        failure = exc
+    if not all_ranks_true(torch.tensor(failure is None, device=device), ctx):
+        early.print()
+        lock.release(discard=True)  # removes only what the lock itself created: never anything of a run
+        if failure is not None:
+            raise failure
+        raise MlkasrError("another rank failed while reading the checkpoint or the data (its message says why)")
+    try:
+        log = RunLogger(run_dir, ctx.is_main, config.logging.tensorboard, config.logging.progress_bar, t.iterations,
+                        start)
+    except BaseException:
+        lock.release()
+        raise
+    store.warn = log.warn
+    early.replay(log)
+    try:
         torch.manual_seed(t.seed)
         network = build_model(config.model.name, config.model.scale)
         warm = warm_start(network, config.model.init_weights) if config.model.init_weights and not start_state else None
@@ -158,8 +186,12 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         if start_state and start_state["scaler"]:
             step.scaler.load_state_dict(start_state["scaler"])
 
-        if ctx.is_main:
-            dump_config(config, run_dir / "config.yaml")
+        if ctx.is_main and (not start_state or not (run_dir / "config.yaml").exists()):
+            dump_config(config, run_dir / "config.yaml")  # a resumed run keeps its original record
+        if ctx.is_main and changes:
+            record = record_changes(run_dir, changes, start, start_state["path"])
+            log.info(f"config changed on resume at iteration {start} (recorded in {record}): "
+                     + "; ".join(map(str, changes)))
         n_params = sum(p.numel() for p in raw_model.parameters())
         log.info(
             f"{config.model.name} x{config.model.scale} ({n_params:,} parameters) on {device} | "
@@ -176,7 +208,6 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         if start >= t.iterations:
             log.info(f"nothing to do: already at iteration {start} of {t.iterations}")
 
-        batches, data_description = build_train_batches(config, ctx, data_position)
         log.info(f"training data: {data_description}")
         raw_model.train()
         scores: list[SetScore] = []
@@ -270,6 +301,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         )
     finally:
         log.close()
+        lock.release()
 
 
 def _checkpoint_state(config, iteration, data_position, raw_model, ema, optimizer, schedule, step, guard, best_psnr):

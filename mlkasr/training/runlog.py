@@ -80,3 +80,32 @@ class RunLogger:
         if self._file is not None:
             self._file.close()
         self._bar = self._writer = self._file = None
+
+
+class BufferedLog:
+    """Stands in for the ``RunLogger`` before the run folder may receive files (the data is not checked yet).
+
+    ``replay`` hands the lines to the real logger; ``print`` shows them when the run stops before that.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.lines: list[tuple[bool, str]] = []  # (is a warning, message)
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self.lines.append((False, message))
+
+    def warn(self, message: str) -> None:
+        if self.enabled:
+            self.lines.append((True, message))
+
+    def replay(self, log: RunLogger) -> None:
+        for warning, message in self.lines:
+            (log.warn if warning else log.info)(message)
+        self.lines.clear()
+
+    def print(self) -> None:
+        for warning, message in self.lines:
+            print(f"WARNING: {message}" if warning else message, file=sys.stderr if warning else sys.stdout)
+        self.lines.clear()
