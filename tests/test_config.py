@@ -178,3 +178,12 @@ def test_zoo_configs_load_and_name_what_they_make(path):
     assert f"{c.model.name}_x{c.model.scale}.yaml" == path.name and c.name == f"zoo-{path.stem}"
     assert c.data.train.hr == "datasets/train291" and c.data.val[0].path == "datasets/samples/Set5"
     assert c.model.init_weights in (None, "man-tiny_x4")  # x3 starts from the shipped x4 body
+
+
+def test_a_config_that_is_not_a_text_file_is_named(tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"bin\.yaml: not a text file"):  # was a UnicodeDecodeError traceback
+        load_config(tmp_path / "bin.yaml")
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"dir\.yaml: a folder, not a file, expected a YAML config file"):
+        load_config(tmp_path / "dir.yaml")

@@ -342,3 +342,9 @@ def test_exif_rotated_photo_is_upscaled_upright(model_path, tmp_path):
     (tmp_path / "in" / "phone.jpg").write_bytes(jpeg.tobytes()[:2] + app1 + jpeg.tobytes()[2:])
     upscale_path(Upscaler(load_model(model_path)), tmp_path / "in", tmp_path / "out", log=lambda _m: None)
     assert read_image(tmp_path / "out" / "phone_x2.png").shape == (20, 12, 3)  # stored 10 wide, shown 6 wide
+
+
+def test_a_link_loop_as_input_says_what_it_is(model_path, tmp_path, capsys):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    assert main(["upscale", "--model", str(model_path), str(tmp_path / "loop.png"), str(tmp_path / "o")]) == 2
+    assert "loop.png: a symbolic link loop" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from ..errors import MlkasrError
+from ..paths import file_problem
 from .schema import Config
 
 T = TypeVar("T")
@@ -30,10 +31,14 @@ class ConfigError(MlkasrError, ValueError):
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file, apply ``key.path=value`` overrides, and return the validated ``Config``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+    problem = file_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{path}: no such config file" if problem == "no such file" else f"{path}: {problem}, "
+                          "expected a YAML config file")
     try:
         raw = safe_load_unique(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (a config is UTF-8 YAML; byte {exc.start} is not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if raw is None:

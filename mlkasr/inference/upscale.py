@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError
-from ..paths import check_output_folder, same_file
+from ..paths import check_output_folder, file_problem, same_file
 from ..imaging.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -163,7 +163,8 @@ def upscale_path(
             raise MlkasrError(f"{target}: the output would be the input {source} itself; choose another OUTPUT")
         plan.jobs.append((source, out))
     else:
-        raise MlkasrError(f"{source}: no such file or folder")
+        problem = file_problem(source)
+        raise MlkasrError(f"{source}: {'no such file or folder' if problem == 'no such file' else problem}")
 
     results = list(plan.results)
     engine = _Engine(upscaler)
