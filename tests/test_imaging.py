@@ -96,3 +96,45 @@ def test_a_header_beyond_opencvs_pixel_limit_is_an_image_error_not_a_crash():
     bomb = png[:8] + _png_chunk(b"IHDR", header) + png[33:]
     with pytest.raises(ImageReadError, match=r"bomb\.png: cannot be decoded \(OpenCV: .*CV_IO_MAX_IMAGE_PIXELS"):
         decode_image(bomb, "bomb.png")
+
+
+def _tiff_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """OpenCV's TIFF with an Orientation entry added to its first IFD (rewritten at the end of the file)."""
+    data = bytearray(encode_image(image, ".tif"))
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    entries = [bytes(data[ifd + 2 + 12 * i : ifd + 14 + 12 * i]) for i in range(count)]
+    entries.append(struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0))
+    entries.sort(key=lambda entry: struct.unpack(order + "H", entry[:2])[0])  # TIFF wants tags in order
+    data += b"\0" * (len(data) & 1)
+    offset = len(data)
+    data += struct.pack(order + "H", len(entries)) + b"".join(entries) + b"\0\0\0\0"
+    data[4:8] = struct.pack(order + "I", offset)
+    return bytes(data)
+
+
+def _webp_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A VP8X WebP: OpenCV's lossless image chunk plus an EXIF chunk."""
+    ok, plain = cv2.imencode(".webp", image[:, :, ::-1], [cv2.IMWRITE_WEBP_QUALITY, 101])
+    plain = plain.tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+    h, w = image.shape[:2]
+    vp8x = chunk(b"VP8X", b"\x08\0\0\0" + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+    body = b"WEBP" + vp8x + plain[12:] + chunk(b"EXIF", _tiff_orientation(orientation))  # raw TIFF, as specified
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("kind", ["tif", "webp"])
+def test_tiff_and_webp_orientation_match_opencv_imread_without_double_rotation(tmp_path, kind):
+    # OpenCV applies a TIFF's orientation itself even with IMREAD_UNCHANGED, a WebP's only without it
+    path = tmp_path / f"o6.{kind}"
+    make = _tiff_with_orientation if kind == "tif" else _webp_with_orientation
+    path.write_bytes(make(_asymmetric(), 6))
+    # (imdecode: OpenCV 5's imread fails on an oriented TIFF, "original_ptr == real_mat.data")
+    upright = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert upright.shape == (40, 24, 3)
+    assert np.array_equal(read_image(path), upright)

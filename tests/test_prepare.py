@@ -506,3 +506,19 @@ def test_overwrite_never_replaces_the_input_itself(tmp_path, capsys):
     assert main([*argv, "--quiet", "--workers", "1"]) == 2
     assert "building it would replace the input" in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["a.png"]
+
+
+def test_a_build_killed_while_replacing_its_output_loses_nothing(tmp_path):
+    from mlkasr.data.staging import remove_dead_partials
+
+    pid = _dead_pid()
+    final = tmp_path / "x.lmdb"
+    (tmp_path / f"x.lmdb.replaced-{pid}").mkdir()  # killed between the two renames of publish()
+    (tmp_path / f"x.lmdb.replaced-{pid}" / "data.mdb").write_text("previous")
+    with pytest.warns(UserWarning, match=f"restored {re.escape(str(final))} from x.lmdb.replaced-{pid}"):
+        remove_dead_partials(final)
+    assert (final / "data.mdb").read_text() == "previous"
+    (tmp_path / f"x.lmdb.replaced-{pid}").mkdir()  # killed after the new output was in place
+    with pytest.warns(UserWarning, match="removed .*the replaced output"):
+        remove_dead_partials(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmdb"]

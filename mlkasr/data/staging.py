@@ -19,6 +19,7 @@ from ..paths import check_output_folder
 from .errors import DataError
 
 PARTIAL = ".partial-"
+REPLACED = ".replaced-"
 
 
 def refuse_existing(final: Path, overwrite: bool) -> None:
@@ -39,7 +40,11 @@ def check_target(final: Path, overwrite: bool, inputs: Iterable[str | os.PathLik
 
 
 def remove_dead_partials(final: str | os.PathLike) -> list[Path]:
-    """Delete ``{final}.partial-{pid}`` left by processes that are gone (kill -9, power loss), with a warning each."""
+    """Delete ``{final}.partial-{pid}`` left by processes that are gone (kill -9, power loss), with a warning each.
+
+    A ``{final}.replaced-{pid}`` (the old output, moved aside while publishing) is deleted when the new one is in
+    place, and moved back when the process died before that.
+    """
     final = Path(final)
     removed = []
     if not final.parent.is_dir():
@@ -54,6 +59,18 @@ def remove_dead_partials(final: str | os.PathLike) -> list[Path]:
             partial.unlink(missing_ok=True)
         removed.append(partial)
         warnings.warn(f"removed {partial}: an unfinished output of process {pid}, which no longer runs", stacklevel=2)
+    for old in sorted(final.parent.glob(f"{final.name}{REPLACED}*")):  # killed inside publish()
+        pid = old.name.rsplit(REPLACED, 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+            continue
+        if os.path.lexists(final):  # the new output made it into place: the old one is garbage
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            removed.append(old)
+            warnings.warn(f"removed {old}: the replaced output of process {pid}, which no longer runs", stacklevel=2)
+        else:  # killed between the two renames: put the previous output back rather than lose it
+            os.replace(old, final)
+            warnings.warn(f"restored {final} from {old.name}: process {pid} was killed while replacing it",
+                          stacklevel=2)
     return removed
 
 
@@ -89,7 +106,7 @@ def publish(partial: Path, final: Path, overwrite: bool) -> None:
     refuse_existing(final, overwrite)  # again: another process may have created it meanwhile
     old = None
     if final.exists():
-        old = final.with_name(f"{final.name}.replaced-{os.getpid()}")
+        old = final.with_name(f"{final.name}{REPLACED}{os.getpid()}")
         os.replace(final, old)
     os.replace(partial, final)
     if old is not None:
