@@ -261,6 +261,9 @@ def test_json_and_save_images_paths_are_checked_before_evaluating(tmp_path, caps
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert (tmp_path / "file").read_text() == "x"
+    model = save_model(build_model("man-tiny", 2), tmp_path / "m.safetensors")
+    assert main(["eval", "--model", str(model), "--data", str(root), "--json", str(model), "--overwrite"]) == 2
+    assert "is the --model file itself" in capsys.readouterr().err and model.stat().st_size > 1000
 
 
 def test_existing_results_are_kept_without_overwrite(tmp_path, capsys):

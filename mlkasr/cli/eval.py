@@ -37,11 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MlkasrError
     from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
     from ..evaluation.evaluate import saved_image_paths
-    from ..paths import check_output_file, check_output_folder
+    from ..paths import check_output_file, check_output_folder, same_file
 
     # Outputs first: a bad --json or --save-images must fail now, not after the whole evaluation.
     if args.json is not None:
         check_output_file(args.json, "--json", overwrite=args.overwrite)
+        if same_file(args.json, args.model):
+            raise MlkasrError(f"--json {args.json}: is the --model file itself; choose another file name")
     if args.save_images is not None:
         check_output_folder(args.save_images, "--save-images")
     threads = set_threads(args)
