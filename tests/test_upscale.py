@@ -306,6 +306,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(model_path, 
         assert "OUTPUT" in err and ("is not a folder" in err or "is a file, not a folder" in err), err
     assert main(["upscale", "--model", str(model_path), str(tmp_path), str(tmp_path / "file" / "o"), "--quiet"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    # before the weights are even read: a missing model is not what gets reported
+    assert main(["upscale", "--model", str(tmp_path / "none.pth"), str(source), str(tmp_path / "file" / "b.png")]) == 2
+    assert "OUTPUT" in capsys.readouterr().err
     (tmp_path / "photo.png").mkdir()  # an existing folder named like an image is a folder
     assert main(["upscale", "--model", str(model_path), str(source), str(tmp_path / "photo.png"), "--quiet"]) == 0
     assert (tmp_path / "photo.png" / "a_x2.png").is_file()

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..weights import default_model_name
     from ..inference.engine import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
-    from ..inference.upscale import DEFAULT_MAX_PIXELS, UpscaleSettings, default_tile, upscale_path
+    from ..inference.upscale import DEFAULT_MAX_PIXELS, UpscaleSettings, check_paths, default_tile, upscale_path
 
     if args.allow_large and args.max_pixels is not None:
         raise MlkasrError("--allow-large and --max-pixels contradict each other; give one")
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                           "--allow-large means no limit")
     if args.tile is not None and args.tile < 0:
         raise MlkasrError(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
+    check_paths(args.input, args.output)  # before the weights are loaded
     settings = UpscaleSettings(
         suffix=args.suffix,
         output_format=args.format,

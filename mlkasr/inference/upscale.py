@@ -149,22 +149,15 @@ def upscale_path(
     log = log or _stderr
     source, target = Path(source), Path(target)
     start = time.perf_counter()
+    check_paths(source, target)
     if source.is_dir():
-        check_output_folder(target, "OUTPUT")  # before any work: not at the first write
         plan = _plan_folder(source, target, settings, upscaler.scale, log)
-    elif source.is_file():
+    else:
         plan = _Plan()
-        if target.suffix.lower() in IMAGE_EXTENSIONS and not target.is_dir():
-            out = target
-        else:  # a folder (an existing one may be named like an image, e.g. photos.png/)
-            out = target / _output_name(source, settings, upscaler.scale)
-        check_output_folder(out.parent, "OUTPUT")
+        out = target if _names_a_file(target) else target / _output_name(source, settings, upscaler.scale)
         if same_file(source, out):  # also through ./x/../x, symbolic and hard links
             raise MlkasrError(f"{target}: the output would be the input {source} itself; choose another OUTPUT")
         plan.jobs.append((source, out))
-    else:
-        problem = file_problem(source)
-        raise MlkasrError(f"{source}: {'no such file or folder' if problem == 'no such file' else problem}")
 
     results = list(plan.results)
     engine = _Engine(upscaler)
@@ -181,6 +174,23 @@ def upscale_path(
 
 
 upscale_folder = upscale_path  # the name most callers look for
+
+
+def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """What can be checked before a model is loaded: INPUT exists, and OUTPUT's folder can be written."""
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        check_output_folder(target, "OUTPUT")  # before any work: not at the first write
+    elif source.is_file():
+        check_output_folder(target.parent if _names_a_file(target) else target, "OUTPUT")
+    else:
+        problem = file_problem(source)
+        raise MlkasrError(f"{source}: {'no such file or folder' if problem == 'no such file' else problem}")
+
+
+def _names_a_file(target: Path) -> bool:
+    """For a file INPUT: OUTPUT is a file name (an existing folder may be named like an image, e.g. photos.png/)."""
+    return target.suffix.lower() in IMAGE_EXTENSIONS and not target.is_dir()
 
 
 def _plan_folder(source: Path, target: Path, settings: UpscaleSettings, scale: int, log: Log) -> _Plan:
