@@ -71,3 +71,26 @@ def test_commands_report_their_choice_and_restore_torchs_setting(tmp_path, capsy
                  "--threads", "1", "--quiet"]) == 0
     assert "1 intra-op thread (--threads)" in capsys.readouterr().err
     assert torch.get_num_threads() == before
+
+
+def test_governor_gives_a_core_back_when_another_process_runs():
+    if len(threads.usable_cores()) < 2:
+        pytest.skip("needs 2 cores")
+    before = torch.get_num_threads()
+    governor = threads.ThreadGovernor(threads.ThreadChoice(2, "test", automatic=True), interval_s=0.3)
+    explicit = threads.ThreadGovernor(threads.ThreadChoice(2, "--threads"), interval_s=0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
+    try:
+        import time
+
+        time.sleep(0.4)
+        governor._last = governor._snapshot()  # measure from here, with the spinner running
+        time.sleep(0.5)
+        message = governor.check()
+        assert message is not None and message.startswith("threads: 2 -> 1 intra-op")
+        assert governor.threads == torch.get_num_threads() == 1
+        assert explicit.check() is None and explicit.threads == 2  # --threads / OMP_NUM_THREADS are never revised
+    finally:
+        spinner.kill()
+        spinner.wait()
+        torch.set_num_threads(before)

@@ -38,12 +38,11 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
                              "loader workers; OMP_NUM_THREADS also sets it)")
 
 
-def set_threads(args: argparse.Namespace, loader_workers: int = 0, processes: int = 1) -> str:
-    """Apply the thread policy (mlkasr.threads) for this command; returns the line that says what was chosen."""
+def set_threads(args: argparse.Namespace, loader_workers: int = 0, processes: int = 1):
+    """Apply the thread policy (mlkasr.threads) for this command; returns the ThreadChoice (``.describe()``)."""
     from ..threads import apply_threads, choose_threads
 
-    choice = choose_threads(args.threads, loader_workers=loader_workers, processes=processes)
-    return apply_threads(choice).describe()
+    return apply_threads(choose_threads(args.threads, loader_workers=loader_workers, processes=processes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, patch=args.patch, infer_size=args.infer_size, repeats=args.repeats, warmup=args.warmup,
         paths=tuple(args.paths) if args.paths else None, data_dir=args.data_dir, memory=not args.no_memory,
     )
-    print(f"threads: {set_threads(args)}", file=sys.stderr)
+    print(f"threads: {set_threads(args).describe()}", file=sys.stderr)
     rows = run_benchmarks(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.json:

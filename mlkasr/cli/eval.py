@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise MlkasrError(f"--json {args.json}: is the --model file itself; choose another file name")
     if args.save_images is not None:
         check_output_folder(args.save_images, "--save-images")
-    threads = set_threads(args)
+    threads = set_threads(args).describe()
     upscaler = None
     if args.model == BICUBIC:
         model_only = [flag for flag, value in (("--self-ensemble", args.self_ensemble), ("--tile", args.tile),

@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     # torchrun's ranks on one machine share its cores
-    threads = set_threads(args, config.data.train.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device, threads=threads,
+    from ..threads import ThreadGovernor
+
+    workers, processes = config.data.train.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    governor = ThreadGovernor(set_threads(args, workers, processes), workers, processes)
+    train(config, run_dir=args.run_dir, resume=args.resume, device=args.device, threads=governor,
           allow_config_change=args.allow_config_change)  # failures raise
     return 0

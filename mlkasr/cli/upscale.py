@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
     options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble)
-    threads = set_threads(args)
+    threads = set_threads(args).describe()
     model_name = args.model if args.model is not None else default_model_name(args.scale)
     model = load_model(model_name)
     if args.scale is not None and args.scale != model.scale:

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import Config, dump_config
 from ..config.loader import to_dict
 from ..errors import MlkasrError
+from ..threads import ThreadGovernor
 from ..models import build_model, save_model
 from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
@@ -78,7 +79,7 @@ def train(
     resume: str | None = None,
     device: str | None = None,
     loss_fn: nn.Module | None = None,
-    threads: str | None = None,
+    threads: ThreadGovernor | None = None,
     allow_config_change: bool = False,
 ) -> TrainResult:
     """Train ``config``; ``resume`` is None (fresh run), ``"auto"`` or a checkpoint path.
@@ -87,7 +88,8 @@ def train(
     ``allow_config_change`` (see ``config_changes``). One process at a time trains in a run folder (``runlock``).
 
     ``loss_fn`` replaces the configured loss (a callable ``(sr, hr) -> scalar``), for custom objectives.
-    ``threads`` is only reported in the log (the CLI applies its thread policy, ``mlkasr.threads``, before).
+    ``threads``: the CLI's thread policy (``mlkasr.threads``), logged and re-checked as the run goes; None leaves
+    torch's thread count alone.
     Launched by torchrun, every rank calls this; rank 0 logs, validates and writes files.
     """
     device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
@@ -100,7 +102,7 @@ def train(
 
 
 def _train(config: Config, run_dir: Path, resume: str | None, device_name: str | None, loss_fn, ctx: DistContext,
-           threads: str | None = None, allow_config_change: bool = False):
+           threads: ThreadGovernor | None = None, allow_config_change: bool = False):
     device = resolve_device(device_name, ctx.local_rank)
     t = config.train
     if t.batch_size % ctx.world_size:
@@ -199,8 +201,9 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             f"{', compiled' if use_compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
             f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
         )
-        if threads is not None and device.type == "cpu":
-            log.info(f"threads: {threads}")
+        governor = threads if threads is not None and device.type == "cpu" else None
+        if governor is not None:
+            log.info(f"threads: {governor.describe()}")
         if warm is not None:
             log.info(warm.describe())
         if start_state:
@@ -218,6 +221,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             batch = next(batches)
             window_data_time += time.perf_counter() - fetch_start
             lr_now = schedule.step(iteration)
+            if governor is not None and (change := governor.check()):
+                log.info(change)
             result = step(batch["lr"], batch["hr"])
             data_position += t.batch_size
             guard.record(result.applied, iteration, str(last_good) if last_good else None)
