@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval", "prepare", "train", "upscale", "bench")
+COMMANDS = ("info", "eval", "prepare", "train", "upscale", "bench", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,16 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="intra-op CPU threads (default: the usable cores not busy with other processes, less "
                              "loader workers; OMP_NUM_THREADS also sets it)")
+
+
+# mlkasr.inference.backends.BACKENDS (a test keeps them equal), spelt out so that --help need not import torch
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=None, choices=BACKEND_CHOICES,
+                        help="what runs the network: torch (default), or the model exported once to ONNX (cached) "
+                             "in onnxruntime or openvino, on the CPU in fp32 (pip install \"mlkasr[deploy]\")")
 
 
 def set_threads(args: argparse.Namespace, loader_workers: int = 0, processes: int = 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_threads_option, set_threads
+from . import add_backend_option, add_threads_option, set_threads
 
 HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
 
@@ -19,6 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=int, metavar="K", help="LR pixels shared by neighbouring tiles (default: the engine's measured default)")
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
+    add_backend_option(parser)
     parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file and saved images (default: refuse)")
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     upscaler = None
     if args.model == BICUBIC:
         model_only = [flag for flag, value in (("--self-ensemble", args.self_ensemble), ("--tile", args.tile),
-                      ("--tile-overlap", args.tile_overlap), ("--device", args.device), ("--precision", args.precision))
+                      ("--tile-overlap", args.tile_overlap), ("--device", args.device), ("--precision", args.precision),
+                      ("--backend", args.backend))
                       if value not in (None, False)]
         if model_only:
             raise MlkasrError(f"{', '.join(model_only)} only apply to a model; --model bicubic runs no network")
@@ -119,6 +121,7 @@ def _build_upscaler(args: argparse.Namespace):
         tile=args.tile,
         tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
         self_ensemble=args.self_ensemble,
+        backend=args.backend or "torch",
     )
     return Upscaler(model, options)
 
@@ -128,6 +131,8 @@ def _describe(args: argparse.Namespace, upscaler) -> str:
         return "bicubic (MATLAB-exact)"
     spec = upscaler.model.spec
     extras = [upscaler.options.precision, upscaler.options.device]
+    if upscaler.options.backend != "torch":
+        extras.append(upscaler.backend.describe())
     if upscaler.options.self_ensemble:
         extras.append("self-ensemble x8")
     if upscaler.options.tile is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_threads_option, set_threads
+from . import add_backend_option, add_threads_option, set_threads
 
 HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
 
@@ -18,6 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="N", help="LR pixels shared by neighbouring tiles (default: 16)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp32 (default), or bf16/fp16 autocast (fp16 needs CUDA)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_backend_option(parser)
     parser.add_argument("--suffix", default=None, help="appended to each output file's stem (default: _x<scale>)")
     parser.add_argument("--format", default="png", choices=("png", "same"), help="output format: png (default) or the input's")
     parser.add_argument("--recursive", action="store_true", help="also process subfolders, mirrored under OUTPUT")
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     )
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
-    options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble)
+    options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble,
+                               backend=args.backend or "torch")
     threads = set_threads(args).describe()
     model_name = args.model if args.model is not None else default_model_name(args.scale)
     model = load_model(model_name)
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     tile = args.tile if args.tile is not None else default_tile(upscaler.device, model, args.precision)
     upscaler = upscaler.with_options(tile=tile or None)
     print(
-        f"{model.spec.name} x{model.scale} on {upscaler.device} ({args.precision}), "
+        f"{model.spec.name} x{model.scale} on {upscaler.device} ({args.precision}"
+        f"{', ' + upscaler.backend.describe() if options.backend != 'torch' else ''}), "
         f"tile {tile or 'off'} overlap {overlap}{', self-ensemble' if args.self_ensemble else ''}"
         f"{', ' + threads if upscaler.device.type == 'cpu' else ''}",
         file=sys.stderr,

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import MlkasrError
 from ..models.runtime import memory_format_for, place_model
+from .backends import BACKENDS, ONNX_BACKENDS, Backend, create_backend
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE_TYPES = ("cpu", "cuda")
@@ -60,11 +61,19 @@ class InferenceOptions:
     tile_overlap: int = DEFAULT_TILE_OVERLAP  # LR pixels shared by neighbouring tiles
     self_ensemble: bool = False  # average the 8 flips/rotations (x8 compute)
     channels_last: bool | None = None  # None = the per-device default of mlkasr.models.runtime
+    backend: str = "torch"  # what runs the network on each tile: torch | onnxruntime | openvino (see .backends)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InferenceOptionsError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         device_type = self.device_type  # parses the device string
+        if self.backend not in BACKENDS:
+            raise InferenceOptionsError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend in ONNX_BACKENDS and (device_type != "cpu" or self.precision != "fp32"):
+            raise InferenceOptionsError(
+                f"--backend {self.backend} runs the exported fp32 network on the CPU; drop --device/--precision "
+                f"(got --device {self.device} --precision {self.precision}) or use --backend torch"
+            )
         if device_type == "cpu" and self.precision == "fp16":
             raise InferenceOptionsError(
                 "--precision fp16 needs --device cuda: half-precision convolutions on the CPU are slow and "
@@ -107,9 +116,13 @@ class Upscaler:
 
     The model is placed in place (``.eval()`` and ``.to()``): a caller that keeps training it must call
     ``.train()`` afterwards.
+
+    ``options.backend`` picks what runs the network on a tile (``.backends``; ONNX runtimes export the model
+    once, cached). ``backend`` passes a ready one instead, e.g. to reuse a compiled runtime.
     """
 
-    def __init__(self, model: nn.Module, options: InferenceOptions = InferenceOptions()) -> None:
+    def __init__(self, model: nn.Module, options: InferenceOptions = InferenceOptions(), *,
+                 backend: Backend | None = None) -> None:
         if not isinstance(options, InferenceOptions):
             raise TypeError(f"options must be InferenceOptions, got {type(options).__name__}")
         scale = getattr(model, "scale", None)
@@ -127,6 +140,11 @@ class Upscaler:
         self.memory_format = memory_format_for(self.device.type, options.channels_last)
         self.model = place_model(model, self.device, options.channels_last).eval()
         self._scale = int(scale)
+        if options.backend != "torch":
+            self.memory_format = torch.contiguous_format  # the runtimes take NCHW arrays: no layout copy per tile
+        self.backend = backend if backend is not None else create_backend(
+            options.backend, self.model, precision=PRECISIONS[options.precision], memory_format=self.memory_format
+        )
 
     @property
     def scale(self) -> int:
@@ -134,7 +152,10 @@ class Upscaler:
 
     def with_options(self, **changes) -> Upscaler:
         """The same model with some options changed (e.g. a smaller tile after running out of memory)."""
-        return Upscaler(self.model, replace(self.options, **changes))
+        options = replace(self.options, **changes)
+        # tiling and ensemble options leave the backend as it is: keep it (an ONNX runtime is costly to rebuild)
+        same = all(getattr(options, k) == getattr(self.options, k) for k in ("backend", "device", "precision", "channels_last"))
+        return Upscaler(self.model, options, backend=self.backend if same else None)
 
     def count_tiles(self, height: int, width: int) -> int:
         """How many model calls (before self-ensemble) an LR image of this size takes."""
@@ -260,13 +281,7 @@ class Upscaler:
         return total.div_(len(_ENSEMBLE)).cpu()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = PRECISIONS[self.options.precision]
-        autocast = (
-            torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-        )
-        with autocast:
-            y = self.model(x.contiguous(memory_format=self.memory_format))
-        return y.float()
+        return self.backend(x)  # torch (autocast, memory format) or an ONNX runtime: see .backends
 
 
 _ENSEMBLE = [(rot, flip) for rot in range(4) for flip in (False, True)]
