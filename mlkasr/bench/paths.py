@@ -22,6 +22,7 @@ class BenchPath:
     compile: bool = False
     autocast: torch.dtype | None = None
     cuda_only: bool = False
+    backend: str | None = None  # an ONNX runtime of mlkasr.inference.backends (inference on the CPU only)
 
     def uses_channels_last(self, device_type: str) -> bool:
         return prefers_channels_last(device_type) if self.channels_last is None else self.channels_last
@@ -38,6 +39,8 @@ PATHS: dict[str, BenchPath] = {
         BenchPath("bf16", "bf16 autocast, device-default memory format", channels_last=None, autocast=torch.bfloat16),
         BenchPath("fp16", "fp16 autocast (+GradScaler), device-default format", channels_last=None,
                   autocast=torch.float16, cuda_only=True),
+        BenchPath("onnxruntime", "the ONNX export in onnxruntime (CPU, fp32; inference only)", backend="onnxruntime"),
+        BenchPath("openvino", "the ONNX export in OpenVINO (CPU, fp32; inference only)", backend="openvino"),
         BenchPath("bf16+channels_last", "bf16 autocast, channels_last", channels_last=True, autocast=torch.bfloat16),
         BenchPath("fp16+channels_last", "fp16 autocast (+GradScaler), channels_last", channels_last=True,
                   autocast=torch.float16, cuda_only=True),

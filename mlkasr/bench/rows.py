@@ -20,10 +20,11 @@ class BenchRow:
     device: str
     patches_per_s: float | None = None  # data rows only
     threads: int | None = None  # torch intra-op threads of the timing process (None in rows from before it was kept)
+    width: int | None = None  # LR width of a non-square inference image (size is then its height); None = square
 
     def to_json(self) -> dict:
         row = asdict(self)
-        for optional in ("patches_per_s", "threads"):
+        for optional in ("patches_per_s", "threads", "width"):
             if row[optional] is None:
                 del row[optional]
         return row

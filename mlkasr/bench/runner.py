@@ -34,7 +34,8 @@ class BenchConfig:
     device: str = "cpu"
     batch: int = 16  # training batch (and data-loader batch)
     patch: int = 48  # LR patch side for training and data rows
-    infer_size: int = 128  # LR image side for inference (batch 1)
+    infer_size: int = 128  # LR image side for inference (batch 1); its height when infer_width is set
+    infer_width: int | None = None  # LR width of a non-square inference image (--infer-size WxH)
     repeats: int = 5
     warmup: int = 2
     paths: tuple[str, ...] | None = None  # None: default_paths(device)
@@ -64,8 +65,14 @@ class BenchConfig:
                 raise BenchError(f"unknown path {name!r}; choose from {', '.join(PATHS)}")
             if PATHS[name].cuda_only and device.type != "cuda":
                 raise BenchError(f"path {name!r} runs on CUDA only")
+            if PATHS[name].backend is not None:
+                if device.type != "cpu":
+                    raise BenchError(f"path {name!r} runs on the CPU only; drop --device {self.device}")
+                if "train" in self.what:
+                    raise BenchError(f"path {name!r} times inference only; use --what infer")
         for label, value in (("--batch", self.batch), ("--patch", self.patch), ("--infer-size", self.infer_size),
-                             ("--repeats", self.repeats), ("--scale", self.scale)):
+                             ("--repeats", self.repeats), ("--scale", self.scale),
+                             ("--infer-size width", 1 if self.infer_width is None else self.infer_width)):
             if value < 1:
                 raise BenchError(f"{label} must be at least 1, got {value}")
         if self.warmup < 0:
@@ -81,7 +88,8 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _msg
     for model_name in config.models:
         for what in (w for w in ("train", "infer") if w in config.what):
             batch, size = (config.batch, config.patch) if what == "train" else (1, config.infer_size)
-            workload = Workload(model_name, config.scale, what, batch, size)
+            width = config.infer_width if what == "infer" else None
+            workload = Workload(model_name, config.scale, what, batch, size, width)
             rows += _bench_workload(workload, config, device, log)
     if "data" in config.what:
         with tempfile.TemporaryDirectory(prefix="mlkasr-bench-data-") as tmp:
@@ -97,7 +105,8 @@ def _bench_workload(workload: Workload, config: BenchConfig, device: torch.devic
     names = config.path_names()
     model = base_model(workload)
     steps = {name: build_step(workload, PATHS[name], device, model) for name in names}
-    label = f"{workload.model} x{workload.scale} {workload.what} (batch {workload.batch}, LR {workload.size})"
+    side = f"{workload.width}x{workload.size}" if workload.width is not None else str(workload.size)
+    label = f"{workload.model} x{workload.scale} {workload.what} (batch {workload.batch}, LR {side})"
 
     def announce(name: str) -> None:
         extra = " (compiling: tens of seconds)" if PATHS[name].compile else ""
@@ -121,7 +130,7 @@ def _bench_workload(workload: Workload, config: BenchConfig, device: torch.devic
         t = timings[name]
         rows.append(BenchRow(workload.model, workload.scale, workload.what, name, workload.batch, workload.size,
                              round(t.median_ms, 3), round(t.min_ms, 3), round(t.max_ms, 3), peak, device.type,
-                             threads=torch.get_num_threads()))
+                             threads=torch.get_num_threads(), width=workload.width))
     return rows
 
 

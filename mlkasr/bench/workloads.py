@@ -23,7 +23,8 @@ class Workload:
     scale: int
     what: str  # "train" | "infer"
     batch: int
-    size: int  # LR side
+    size: int  # LR side (the height when width is set)
+    width: int | None = None  # LR width of a non-square inference image; None = square
 
 
 def base_model(workload: Workload, seed: int = 0) -> MAN:
@@ -40,7 +41,9 @@ def build_step(workload: Workload, path: BenchPath, device: torch.device, model:
     model = model.to(device=device, memory_format=memory_format)
     runner = torch.compile(model) if path.compile else model
     gen = torch.Generator().manual_seed(1)
-    lr = torch.rand(workload.batch, 3, workload.size, workload.size, generator=gen)
+    lr = torch.rand(workload.batch, 3, workload.size, workload.width or workload.size, generator=gen)
+    if path.backend is not None:
+        return _backend_step(model.eval(), lr, path)
     lr = lr.to(device).contiguous(memory_format=memory_format)
     if workload.what == "train":
         hr_side = workload.size * workload.scale
@@ -75,6 +78,19 @@ def _train_step(model: MAN, runner, lr: torch.Tensor, hr: torch.Tensor, path: Be
 
     def step() -> None:
         train_step(lr, hr)
+
+    return step
+
+
+def _backend_step(model: MAN, lr: torch.Tensor, path: BenchPath) -> Callable[[], None]:
+    """The engine's call for one tile in an ONNX runtime (export cached, so a memory probe does not export again)."""
+    from ..inference.backends import create_backend
+
+    backend = create_backend(path.backend, model, threads=torch.get_num_threads())
+    lr = lr.contiguous()
+
+    def step() -> None:
+        backend(lr)
 
     return step
 

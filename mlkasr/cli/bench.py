@@ -23,7 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="execution paths (default: every path worth timing on the device; see the table)")
     parser.add_argument("--batch", type=int, default=16, help="training and loader batch size (default: 16)")
     parser.add_argument("--patch", type=int, default=48, help="LR patch side for training and data (default: 48)")
-    parser.add_argument("--infer-size", type=int, default=128, help="LR image side for inference (default: 128)")
+    parser.add_argument("--infer-size", type=_infer_size, default=(128, None), metavar="N|WxH",
+                        help="LR image for inference: a side N, or WxH such as 320x180 (default: 128)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per path; the median is reported (default: 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per path first (default: 2)")
     parser.add_argument("--data-dir", type=Path, default=_DEFAULT_DATA if _DEFAULT_DATA.is_dir() else None,
@@ -34,6 +35,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_threads_option(parser)
 
 
+def _infer_size(text: str) -> tuple[int, int | None]:
+    """'128' -> (128, None); '320x180' -> (180, 320): (height, width), width None for a square."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"expected a side N or WxH in pixels (e.g. 128 or 320x180), got {text!r}")
+    return (values[0], None) if len(values) == 1 else (values[1], values[0])
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -41,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         models=tuple(args.models), scale=args.scale, what=tuple(args.what), device=args.device,
-        batch=args.batch, patch=args.patch, infer_size=args.infer_size, repeats=args.repeats, warmup=args.warmup,
+        batch=args.batch, patch=args.patch, infer_size=args.infer_size[0], infer_width=args.infer_size[1],
+        repeats=args.repeats, warmup=args.warmup,
         paths=tuple(args.paths) if args.paths else None, data_dir=args.data_dir, memory=not args.no_memory,
     )
     print(f"threads: {set_threads(args).describe()}", file=sys.stderr)
