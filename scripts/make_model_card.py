@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, required=True, help="intra-op threads the run used")
     parser.add_argument("--training-data", default="T91 + BSD200 (291 images)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR", help="benchmark set to score")
+    parser.add_argument("--notes", default="", help="anything about the run the card's fields do not say")
     args = parser.parse_args()
 
     config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
@@ -91,6 +92,7 @@ def main() -> int:
         wall_time=f"{seconds / 60:.0f} min",
         initialised_from=config["model"].get("init_weights"),
         scores=scores,
+        notes=args.notes,
     )
     WEIGHTS_DIR.mkdir(exist_ok=True)
     shutil.copyfile(args.run_dir / "model.safetensors", WEIGHTS_DIR / f"{args.name}.safetensors")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce mlkasr's shipped man-tiny weights end to end on a 2-core CPU (about 2 hours):
 #   1. x4 and x2 from scratch, side by side, one core each (configs/zoo/man-tiny_x{4,2}.yaml);
-#   2. each shipped into mlkasr/weights/ with its model card (scripts/make_model_card.py: Set5, Set14, B100);
-#   3. x3 fine-tuned from the shipped x4 body (configs/zoo/man-tiny_x3.yaml), then shipped.
+#   2. x2, the shorter run, shipped into mlkasr/weights/ with its card (scripts/make_model_card.py: Set5/Set14/B100);
+#   3. x3 fine-tuned from the shipped x2 body on x2's core (configs/zoo/man-tiny_x3.yaml), while x4 goes on;
+#   4. x3 and x4 shipped.
 # Every run uses --resume auto: re-running the script after a crash or Ctrl-C continues where it stopped.
 #   SHARED=/path/to/data scripts/train_zoo.sh       (default ../shared/data: train/T91, train/BSD200, benchmark/)
 set -euo pipefail
@@ -35,10 +36,10 @@ ship() {  # ship SCALE
 train 4 0 & x4=$!
 train 2 1 & x2=$!
 failed() { echo "train_zoo.sh: the x$1 run failed; see runs/zoo-x$1.out" >&2; exit 1; }
-wait $x4 || failed 4
-ship 4
 wait $x2 || failed 2
 ship 2
-train 3 0 || failed 3
+train 3 1 || failed 3
 ship 3
+wait $x4 || failed 4
+ship 4
 mlkasr info

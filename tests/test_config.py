@@ -177,7 +177,7 @@ def test_zoo_configs_load_and_name_what_they_make(path):
     c = load_config(path)
     assert f"{c.model.name}_x{c.model.scale}.yaml" == path.name and c.name == f"zoo-{path.stem}"
     assert c.data.train.hr == "datasets/train291" and c.data.val[0].path == "datasets/samples/Set5"
-    assert c.model.init_weights in (None, "man-tiny_x4")  # x3 starts from the shipped x4 body
+    assert c.model.init_weights in (None, "man-tiny_x2")  # x3 starts from the shipped x2 body
 
 
 def test_a_config_that_is_not_a_text_file_is_named(tmp_path):

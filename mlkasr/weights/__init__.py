@@ -45,6 +45,7 @@ class ModelCard:
     wall_time: str
     initialised_from: str | None = None
     scores: dict[str, Score] = field(default_factory=dict)  # benchmark set name -> score
+    notes: str = ""  # anything about the run that the fields above do not say
 
     @classmethod
     def from_json(cls, path: Path) -> ModelCard:
