@@ -48,6 +48,20 @@ def wall_time(log: Path) -> float:
     return total
 
 
+def current_config(run_dir: Path) -> dict:
+    """The run's config as it ended: config.yaml (the original) with config_changes.yaml's accepted changes applied."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    changes = run_dir / "config_changes.yaml"
+    for record in (yaml.safe_load(changes.read_text()) or []) if changes.is_file() else []:
+        for dotted, change in record["changes"].items():
+            *parents, leaf = dotted.split(".")
+            node = config
+            for key in parents:
+                node = node[key]
+            node[leaf] = change["new"]
+    return config
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -69,7 +83,7 @@ def main() -> int:
     parser.add_argument("--notes", default="", help="anything about the run the card's fields do not say")
     args = parser.parse_args()
 
-    config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+    config = current_config(args.run_dir)
     model = mlkasr.load_model(args.run_dir / "model.safetensors")
     upscaler = Upscaler(model)
     scores = {}
