@@ -66,10 +66,11 @@ def covered_pixels(up: Upscaler, height: int, width: int) -> int:
     return sum(r.stop - r.start for r in rows) * sum(c.stop - c.start for c in cols)
 
 
-def build_variants(model, tiles: list[int]) -> dict[str, Upscaler]:
+def build_variants(model, tiles: list[int], untiled: bool = True) -> dict[str, Upscaler]:
     variants = {"fixed 256 (before)": FixedTiling(model, InferenceOptions(tile=256))}
     variants.update({f"sized {t}": Upscaler(model, InferenceOptions(tile=t)) for t in tiles})
-    variants["untiled"] = Upscaler(model, InferenceOptions(tile=None))
+    if untiled:
+        variants["untiled"] = Upscaler(model, InferenceOptions(tile=None))
     return variants
 
 
@@ -100,6 +101,8 @@ def main() -> int:
     parser.add_argument("--model", default="man-tiny_x4")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probes")
+    parser.add_argument("--no-untiled", action="store_true",
+                        help="leave out the whole-image run (differences are then against the first variant)")
     parser.add_argument("--probe", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -111,7 +114,7 @@ def main() -> int:
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
         image = photo_like(width, height)
-        variants = build_variants(model, args.tiles)
+        variants = build_variants(model, args.tiles, untiled=not args.no_untiled)
         times: dict[str, list[float]] = {name: [] for name in variants}
         outputs = {}
         for name, up in variants.items():  # warm-up, and the outputs to compare
@@ -122,7 +125,7 @@ def main() -> int:
                 out = up.upscale_image(image)
                 times[name].append(time.perf_counter() - started)
                 del out
-        untiled = variants["untiled"].upscale_image(image)
+        untiled = variants["untiled" if "untiled" in variants else next(iter(variants))].upscale_image(image)
         for name, up in variants.items():
             out = up.upscale_image(image)
             diff = int(np.abs(out.astype(np.int16) - untiled.astype(np.int16)).max())
