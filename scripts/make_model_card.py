@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import platform
 import re
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +61,17 @@ def current_config(run_dir: Path) -> dict:
     return config
 
 
+def final_weights(run_dir: Path):
+    """The network (not the EMA) of the run's newest checkpoint."""
+    from mlkasr.training import load_checkpoint
+
+    newest = sorted((run_dir / "checkpoints").glob("iter_*.pth"))[-1]
+    state = load_checkpoint(newest)
+    model = mlkasr.build_model(state["spec"]["name"], state["spec"]["scale"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -81,10 +91,12 @@ def main() -> int:
     parser.add_argument("--training-data", default="T91 + BSD200 (291 images)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR", help="benchmark set to score")
     parser.add_argument("--notes", default="", help="anything about the run the card's fields do not say")
+    parser.add_argument("--final-weights", action="store_true",
+                        help="ship the run's final weights (its last checkpoint's model) instead of its EMA export")
     args = parser.parse_args()
 
     config = current_config(args.run_dir)
-    model = mlkasr.load_model(args.run_dir / "model.safetensors")
+    model = final_weights(args.run_dir) if args.final_weights else mlkasr.load_model(args.run_dir / "model.safetensors")
     upscaler = Upscaler(model)
     scores = {}
     for item in args.set:
@@ -109,7 +121,7 @@ def main() -> int:
         notes=args.notes,
     )
     WEIGHTS_DIR.mkdir(exist_ok=True)
-    shutil.copyfile(args.run_dir / "model.safetensors", WEIGHTS_DIR / f"{args.name}.safetensors")
+    mlkasr.save_model(model, WEIGHTS_DIR / f"{args.name}.safetensors")
     (WEIGHTS_DIR / f"{args.name}.json").write_text(card.to_json(), encoding="utf-8")
     print(f"wrote {WEIGHTS_DIR / args.name}.safetensors and .json")
     return 0

@@ -27,10 +27,10 @@ train() {  # train SCALE CORE
     OMP_NUM_THREADS=1 pin "$2" nice -n 10 mlkasr train "configs/zoo/man-tiny_x$1.yaml" --resume auto \
         > "runs/zoo-x$1.out" 2>&1
 }
-ship() {  # ship SCALE
+ship() {  # ship SCALE [--final-weights]
     python scripts/make_model_card.py --run-dir "runs/zoo-man-tiny_x$1" --name "man-tiny_x$1" \
         --config "configs/zoo/man-tiny_x$1.yaml" --threads 1 --training-data "T91 + BSD200 (291 images)" \
-        --set Set5=datasets/samples/Set5 --set "Set14=$SHARED/benchmark/Set14" --set "B100=$SHARED/benchmark/B100"
+        --set Set5=datasets/samples/Set5 --set "Set14=$SHARED/benchmark/Set14" --set "B100=$SHARED/benchmark/B100" "${@:2}"
 }
 
 train 4 0 & x4=$!
@@ -39,7 +39,7 @@ failed() { echo "train_zoo.sh: the x$1 run failed; see runs/zoo-x$1.out" >&2; ex
 wait $x2 || failed 2
 ship 2
 train 3 1 || failed 3
-ship 3
+ship 3 --final-weights  # a 1,000-step fine-tune: its EMA still carries the fresh upsampler's start
 wait $x4 || failed 4
 ship 4
 mlkasr info
