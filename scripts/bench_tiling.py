@@ -67,7 +67,7 @@ def covered_pixels(up: Upscaler, height: int, width: int) -> int:
 
 
 def build_variants(model, tiles: list[int], untiled: bool = True) -> dict[str, Upscaler]:
-    variants = {"fixed 256 (before)": FixedTiling(model, InferenceOptions(tile=256))}
+    variants = {"fixed 256 (before)": FixedTiling(model, InferenceOptions(tile=256, tile_overlap=16))}  # the old defaults
     variants.update({f"sized {t}": Upscaler(model, InferenceOptions(tile=t)) for t in tiles})
     if untiled:
         variants["untiled"] = Upscaler(model, InferenceOptions(tile=None))

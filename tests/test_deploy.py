@@ -208,7 +208,7 @@ def test_cache_exports_once_per_weights_and_a_bad_cached_file_is_caught(deployed
     calls = []
     monkeypatch.setattr(onnx_export, "_trace", lambda net: calls.append(net) or pytest.fail("exported again"))
     assert cached_onnx(model) == path and calls == []
-    up = Upscaler(model, InferenceOptions(backend="onnxruntime", tile=40))
+    up = Upscaler(model, InferenceOptions(backend="onnxruntime", tile=40, tile_overlap=16))
     assert up.with_options(tile=20, tile_overlap=4).backend is up.backend  # a new tile keeps the compiled runtime
     # a cached file that computes something else is refused at start-up, naming the file
     good = path.read_bytes()
