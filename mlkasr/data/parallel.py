@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from .staging import process_alive
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -55,23 +57,13 @@ def _die_with_parent(parent_pid: int) -> None:
 
     def watch() -> None:
         while True:
-            if os.getppid() != parent_at_start or not _alive(parent_pid):
+            if os.getppid() != parent_at_start or not process_alive(parent_pid):
                 os._exit(1)
             time.sleep(PARENT_CHECK_SECONDS)
 
-    if not _alive(parent_pid):  # the parent died before prctl took effect
+    if not process_alive(parent_pid):  # the parent died before prctl took effect
         os._exit(1)
     threading.Thread(target=watch, name="mlkasr-parent-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = True) -> list[R]:
