@@ -1,16 +1,20 @@
 """Reading and writing MAN weights: official ``.pth`` files, mlkasr training checkpoints and ``.safetensors``.
 
 Nothing here needs the user to name a variant: n_feats, the block count and the scale are read off the tensors.
-Pickled files are loaded with ``weights_only=True``, so a checkpoint can never run code on load.
+Ablations (``ModelSpec.ablations``) come from what the file declares: mlkasr ``.safetensors`` metadata or a training
+checkpoint's ``spec``; a file that declares nothing is the published network. Pickled files are loaded with
+``weights_only=True``, so a checkpoint can never run code on load.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,8 +24,8 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import MlkasrError
 from ..paths import file_problem
 from ..weights import resolve_weights
-from .man import MAN, ModelSpec
-from .zoo import variant_name
+from .man import MAN, Ablations, ModelSpec
+from .zoo import SpecError, ablations_from_dict, variant_name
 
 # Wrapper keys seen in the wild, best first: BasicSR saves EMA weights as params_ema (about 2 dB better than
 # params for the base MAN), mlkasr training checkpoints keep "ema" and "model".
@@ -42,15 +46,19 @@ def load_model(path: str | os.PathLike) -> MAN:
     ``path`` is a weights file or the name of a shipped model (``man-tiny_x4``; see ``mlkasr.weights``).
     """
     path = resolve_weights(path)
-    state_dict = read_state_dict(path)
-    spec = infer_spec(state_dict, source=path)
+    state_dict, ablations = _read_weights(path)
+    spec = infer_spec(state_dict, source=path, ablations=ablations)
     model = MAN(spec)
     _load_strict(model, state_dict, source=path)
     return model.eval()
 
 
 def save_model(model: MAN, path: str | os.PathLike) -> Path:
-    """Write the weights as ``.safetensors`` with the variant and scale in its metadata (atomic rename)."""
+    """Write the weights as ``.safetensors`` with the whole spec in its metadata (atomic rename).
+
+    The metadata holds the variant name, scale, width, depth and the ablation switches (JSON), all of them even
+    when they are the defaults, so that ``load_model`` rebuilds exactly this network.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path}")
@@ -62,6 +70,7 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
         "scale": str(spec.scale),
         "n_feats": str(spec.n_feats),
         "n_resblocks": str(spec.n_resblocks),
+        "ablations": json.dumps(asdict(spec.ablations), sort_keys=True),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     data = safetensors_bytes(tensors, metadata=metadata)
@@ -83,8 +92,8 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
 def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:
     """The variant and scale of a weights file (or shipped model name), without building the network."""
     path = resolve_weights(path)
-    state_dict = read_state_dict(path)
-    spec = infer_spec(state_dict, source=path)
+    state_dict, ablations = _read_weights(path)
+    spec = infer_spec(state_dict, source=path, ablations=ablations)
     with torch.device("meta"):  # shapes only: the same strict key check as loading, at no cost
         expected = MAN(spec).state_dict()
     _check_keys(expected, state_dict, spec, source=path)
@@ -93,16 +102,27 @@ def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network's tensors from any supported file, wrappers and prefixes removed."""
+    return _read_weights(path)[0]
+
+
+def _read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Ablations | None]:
+    """The tensors, and the ablations the file declares (None: it declares none, as official files)."""
     path = Path(path)
     problem = file_problem(path)
     if problem is not None:
         raise CheckpointError(f"{path}: {problem}" + (", expected a weights file" if "folder" in problem else ""))
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        state_dict = _read_safetensors(path)
+        state_dict, declared = _read_safetensors(path)
     else:
-        state_dict = unwrap_state_dict(_torch_load(path), source=path)
+        checkpoint = _torch_load(path)
+        state_dict = unwrap_state_dict(checkpoint, source=path)
+        declared = _training_checkpoint_spec(checkpoint)
     check_weight_values(state_dict, source=path)
-    return state_dict
+    ablations = None
+    if declared is not None:
+        ablations = _declared_ablations(declared, path)
+        _check_declared(declared, infer_spec(state_dict, source=path, ablations=ablations), path)
+    return state_dict, ablations
 
 
 def _torch_load(path: Path) -> object:
@@ -158,14 +178,19 @@ def unwrap_state_dict(obj: object, source: object = "checkpoint") -> dict[str, t
     return {_strip_prefixes(k): v for k, v in obj.items()}
 
 
-def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint") -> ModelSpec:
-    """n_feats from ``head.weight``, the block count from the key indices, the scale from ``tail.0.weight``."""
+def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint",
+               ablations: Ablations | None = None) -> ModelSpec:
+    """n_feats from ``head.weight``, the block count from the key indices, the scale from ``tail.0.weight``.
+
+    ``ablations`` are what the file declares (None = the published network): keys cannot always tell them apart
+    from a damaged file, so they are never guessed from the keys; the strict key check then holds them to it.
+    """
     head, tail = state_dict.get("head.weight"), state_dict.get("tail.0.weight")
-    if head is None or tail is None or "body.0.body_t.conv1.weight" not in state_dict:
+    if head is None or tail is None or not any(k.startswith("body.0.") for k in state_dict):
         sample = sorted(state_dict)[:8]
         raise CheckpointError(
             f"{source}: not a MAN state dict: expected keys 'head.weight', 'tail.0.weight' and "
-            f"'body.0.body_t.conv1.weight'; found {len(state_dict)} keys such as {sample}"
+            f"'body.0.*'; found {len(state_dict)} keys such as {sample}"
         )
     if head.dim() != 4 or tuple(head.shape[1:]) != (3, 3, 3):
         raise CheckpointError(f"{source}: 'head.weight' has shape {tuple(head.shape)}, expected [n_feats, 3, 3, 3]")
@@ -181,7 +206,8 @@ def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpo
     n_resblocks = max(blocks) + 1 if blocks else 0
     if blocks != set(range(n_resblocks)):
         raise CheckpointError(f"{source}: MAB indices are not contiguous: {sorted(blocks)}")
-    return ModelSpec(variant_name(n_feats, n_resblocks), scale, n_feats, n_resblocks)
+    ablations = Ablations() if ablations is None else ablations
+    return ModelSpec(variant_name(n_feats, n_resblocks, ablations), scale, n_feats, n_resblocks, ablations)
 
 
 def _load_strict(model: MAN, state_dict: Mapping[str, torch.Tensor], source: object) -> None:
@@ -220,7 +246,8 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """The tensors, and mlkasr's metadata when the file has it."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -228,12 +255,33 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from exc
     state_dict = {_strip_prefixes(k): v for k, v in tensors.items()}
-    if metadata.get("format") == SAFETENSORS_FORMAT:
-        spec = infer_spec(state_dict, source=path)
-        declared = (metadata.get("scale"), metadata.get("n_feats"), metadata.get("n_resblocks"))
-        if declared != (str(spec.scale), str(spec.n_feats), str(spec.n_resblocks)):
-            raise CheckpointError(f"{path}: metadata {metadata} disagrees with the tensors ({spec})")
-    return state_dict
+    return state_dict, (metadata if metadata.get("format") == SAFETENSORS_FORMAT else None)
+
+
+def _training_checkpoint_spec(checkpoint: object) -> Mapping | None:
+    """The ``spec`` an mlkasr training checkpoint stores beside its weights (None for other files)."""
+    spec = checkpoint.get("spec") if isinstance(checkpoint, Mapping) else None
+    return spec if isinstance(spec, Mapping) and "n_feats" in spec else None
+
+
+def _declared_ablations(declared: Mapping, path: Path) -> Ablations:
+    raw = declared.get("ablations", {})  # files written before ablations existed: the published network
+    if isinstance(raw, str):  # .safetensors metadata holds strings only: the switches are JSON there
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: metadata 'ablations' is not JSON ({exc}): {raw[:80]!r}") from None
+    try:
+        return ablations_from_dict(raw, source=f"{path}: metadata")
+    except SpecError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _check_declared(declared: Mapping, spec: ModelSpec, path: Path) -> None:
+    """Width, depth and scale in the file's metadata agree with its tensors."""
+    found = tuple(str(declared.get(k)) for k in ("scale", "n_feats", "n_resblocks"))
+    if found != (str(spec.scale), str(spec.n_feats), str(spec.n_resblocks)):
+        raise CheckpointError(f"{path}: metadata {dict(declared)} disagrees with the tensors ({spec})")
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:

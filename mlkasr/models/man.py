@@ -6,13 +6,58 @@ they are the state-dict keys of the published checkpoints; the docstrings give e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean, baked into the official checkpoints
+
+
+FEED_FORWARDS = ("gsau", "mlp")
+
+
+@dataclass(frozen=True)
+class Ablations:
+    """What the MAN paper ablates, one switch per change; the defaults are the published network.
+
+    Each switch removes or replaces one component, so that its effect can be trained and measured in isolation.
+    ``mlkasr.config.schema.AblationConfig`` mirrors these fields (with their help) for configs.
+    """
+
+    mlka_gate: bool = True  # False: each large-kernel branch's output is used as is, without its X3/X5/X7 gate
+    mlka_multiscale: bool = True  # False: one large kernel (7x7, then 9x9 dilated 4) over all attention channels
+    feed_forward: Literal["gsau", "mlp"] = "gsau"  # "mlp": pointwise n -> 2n, GELU, pointwise 2n -> n
+    lkat_tail: bool = True  # False: the residual group ends with its last MAB (no LKAT before the group skip)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "feed_forward":
+                if value not in FEED_FORWARDS:
+                    raise ValueError(f"feed_forward must be one of {', '.join(FEED_FORWARDS)}, got {value!r}")
+            elif not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+
+    @property
+    def is_published(self) -> bool:
+        return self == Ablations()
+
+    def tags(self) -> list[str]:
+        """Short, file-name-safe words for the non-default switches (they end a model's name)."""
+        return [tag for tag, on in (("nogate", not self.mlka_gate), ("single-scale", not self.mlka_multiscale),
+                                    ("mlp", self.feed_forward == "mlp"), ("notail", not self.lkat_tail)) if on]
+
+    def describe(self) -> str:
+        changes = [text for text, on in (
+            ("MLKA without gates", not self.mlka_gate),
+            ("single-scale LKA", not self.mlka_multiscale),
+            ("MLP instead of GSAU", self.feed_forward == "mlp"),
+            ("no LKAT tail", not self.lkat_tail),
+        ) if on]
+        return ", ".join(changes) if changes else "none (the published MAN)"
 
 
 @dataclass(frozen=True)
@@ -23,6 +68,7 @@ class ModelSpec:
     scale: int
     n_feats: int
     n_resblocks: int
+    ablations: Ablations = Ablations()
 
 
 def _depthwise(channels: int, kernel: int, dilation: int = 1) -> nn.Conv2d:
@@ -159,37 +205,61 @@ class MLKA(nn.Module):
 
     The attention half of the projection is split in three groups, each seen through a large kernel of a different
     reach (3/5/7 decomposed with dilation 2/3/4) and gated by a plain depthwise conv of the same small size.
+    Ablations: ``gated=False`` drops the gates X3/X5/X7; ``multiscale=False`` replaces the three groups by one large
+    kernel ``LKA`` (the 7-group's 7x7 + 9x9 dilation 4 + 1x1, the longest reach) gated by ``X`` (7x7), on all
+    attention channels.
     """
 
-    def __init__(self, n_feats: int) -> None:
+    def __init__(self, n_feats: int, gated: bool = True, multiscale: bool = True) -> None:
         super().__init__()
         if n_feats % 3:
             raise ValueError(f"n_feats must be divisible by 3 for the three attention groups, got {n_feats}")
         g = n_feats // 3
+        self.gated, self.multiscale = gated, multiscale
         self.norm = LayerNorm2d(n_feats)
         self.scale = nn.Parameter(torch.zeros(1, n_feats, 1, 1))
-        self.LKA7 = _large_kernel(g, 7, 9, 4)
-        self.LKA5 = _large_kernel(g, 5, 7, 3)
-        self.LKA3 = _large_kernel(g, 3, 5, 2)
-        self.X3 = _depthwise(g, 3)
-        self.X5 = _depthwise(g, 5)
-        self.X7 = _depthwise(g, 7)
+        if multiscale:
+            self.LKA7 = _large_kernel(g, 7, 9, 4)
+            self.LKA5 = _large_kernel(g, 5, 7, 3)
+            self.LKA3 = _large_kernel(g, 3, 5, 2)
+            if gated:
+                self.X3 = _depthwise(g, 3)
+                self.X5 = _depthwise(g, 5)
+                self.X7 = _depthwise(g, 7)
+        else:
+            self.LKA = _large_kernel(n_feats, 7, 9, 4)
+            if gated:
+                self.X = _depthwise(n_feats, 7)
         self.proj_first = nn.Sequential(_pointwise(n_feats, 2 * n_feats))
         self.proj_last = nn.Sequential(_pointwise(n_feats, n_feats))
 
+    def _branches(self) -> tuple[tuple[nn.Module, nn.Module | None], ...]:
+        """(large kernel, gate or None) per attention group, in channel order."""
+        if not self.multiscale:
+            return ((self.LKA, self.X if self.gated else None),)
+        if self.gated:
+            return ((self.LKA3, self.X3), (self.LKA5, self.X5), (self.LKA7, self.X7))
+        return ((self.LKA3, None), (self.LKA5, None), (self.LKA7, None))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = x.shape[1] // 3
-        a3, a5, a7, value = _split_pointwise(self.proj_first[0], self.norm(x), (g, g, g, 3 * g))
-        branches = ((self.LKA3, self.X3, a3), (self.LKA5, self.X5, a5), (self.LKA7, self.X7, a7))
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            # (the compiler fuses the cat itself, and out= into a view would break its graph)
-            mixed = value * torch.cat([lka(a) * gate(a) for lka, gate, a in branches], dim=1)
-        else:
+        n = x.shape[1]
+        branches = self._branches()
+        width = n // len(branches)
+        *attention_inputs, value = _split_pointwise(self.proj_first[0], self.norm(x), (width,) * len(branches) + (n,))
+        if len(branches) > 1 and not (torch.is_grad_enabled() or torch.compiler.is_compiling()):
             # eager without autograd: write the three gate products straight into one buffer (no cat)
             mixed = torch.empty_like(value)
-            for k, (lka, gate, a) in enumerate(branches):
-                torch.mul(lka(a), gate(a), out=mixed[:, k * g : (k + 1) * g])
+            for k, ((lka, gate), a) in enumerate(zip(branches, attention_inputs)):
+                out = mixed[:, k * width : (k + 1) * width]
+                if gate is None:
+                    out.copy_(lka(a))
+                else:
+                    torch.mul(lka(a), gate(a), out=out)
             mixed.mul_(value)
+        else:
+            # (the compiler fuses the cat itself, and out= into a view would break its graph)
+            attended = [lka(a) if gate is None else lka(a) * gate(a) for (lka, gate), a in zip(branches, attention_inputs)]
+            mixed = value * (attended[0] if len(attended) == 1 else torch.cat(attended, dim=1))
         # the residual is added out of place: no defensive clone of x is needed
         return torch.addcmul(x, self.proj_last(mixed), self.scale)
 
@@ -212,13 +282,31 @@ class GSAU(nn.Module):
         return torch.addcmul(x, self.Conv2(mixed), self.scale)
 
 
-class MAB(nn.Module):
-    """Multi-scale attention block: MLKA then GSAU, each with its own scaled residual."""
+class PointwiseMLP(nn.Module):
+    """The plain feed-forward unit the paper compares GSAU with: pointwise n -> 2n, GELU, pointwise 2n -> n.
+
+    It keeps GSAU's pre-norm and scaled residual, so that only the unit itself differs (``Ablations.feed_forward``).
+    """
 
     def __init__(self, n_feats: int) -> None:
         super().__init__()
-        self.LKA = MLKA(n_feats)
-        self.LFE = GSAU(n_feats)
+        self.fc1 = _pointwise(n_feats, 2 * n_feats)
+        self.act = nn.GELU()
+        self.fc2 = _pointwise(2 * n_feats, n_feats)
+        self.norm = LayerNorm2d(n_feats)
+        self.scale = nn.Parameter(torch.zeros(1, n_feats, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x, self.fc2(self.act(self.fc1(self.norm(x)))), self.scale)
+
+
+class MAB(nn.Module):
+    """Multi-scale attention block: MLKA then GSAU, each with its own scaled residual."""
+
+    def __init__(self, n_feats: int, ablations: Ablations = Ablations()) -> None:
+        super().__init__()
+        self.LKA = MLKA(n_feats, gated=ablations.mlka_gate, multiscale=ablations.mlka_multiscale)
+        self.LFE = GSAU(n_feats) if ablations.feed_forward == "gsau" else PointwiseMLP(n_feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.LFE(self.LKA(x))
@@ -240,16 +328,18 @@ class LKAT(nn.Module):
 
 
 class ResGroup(nn.Module):
-    def __init__(self, n_resblocks: int, n_feats: int) -> None:
+    """The MABs, the LKAT tail (absent when ablated: ``body_t`` is None) and the group's skip connection."""
+
+    def __init__(self, n_resblocks: int, n_feats: int, ablations: Ablations = Ablations()) -> None:
         super().__init__()
-        self.body = nn.ModuleList(MAB(n_feats) for _ in range(n_resblocks))
-        self.body_t = LKAT(n_feats)
+        self.body = nn.ModuleList(MAB(n_feats, ablations) for _ in range(n_resblocks))
+        self.body_t = LKAT(n_feats) if ablations.lkat_tail else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         res = x
         for block in self.body:
             res = block(res)
-        return self.body_t(res) + x
+        return (res if self.body_t is None else self.body_t(res)) + x
 
 
 class MeanShift(nn.Conv2d):
@@ -275,7 +365,7 @@ class MAN(nn.Module):
         n = spec.n_feats
         self.sub_mean = MeanShift(-1)
         self.head = nn.Conv2d(3, n, 3, padding=1)
-        self.body = nn.ModuleList([ResGroup(spec.n_resblocks, n)])
+        self.body = nn.ModuleList([ResGroup(spec.n_resblocks, n, spec.ablations)])
         self.tail = nn.Sequential(nn.Conv2d(n, 3 * spec.scale**2, 3, padding=1), nn.PixelShuffle(spec.scale))
         self.add_mean = MeanShift(+1)
 
@@ -289,7 +379,8 @@ class MAN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"name={self.spec.name!r}, scale={self.spec.scale}, parameters={self.num_parameters:,}"
+        ablations = "" if self.spec.ablations.is_published else f", ablations={self.spec.ablations.describe()!r}"
+        return f"name={self.spec.name!r}, scale={self.spec.scale}, parameters={self.num_parameters:,}{ablations}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -101,6 +101,10 @@ def to_reference(model: MAN) -> MAN:
     """
     if not isinstance(model, MAN):
         raise TypeError(f"to_reference expects a MAN network, got {type(model).__name__}")
+    if not model.spec.ablations.is_published:
+        # the official code has no such switches, so there is no official formulation to compare with
+        raise ValueError(f"to_reference: {model.spec.name} has ablations ({model.spec.ablations.describe()}); "
+                         "the official formulation exists for the published network only")
     twin = copy.deepcopy(model)
     for module in twin.modules():
         reference_class = _REFERENCE_CLASSES.get(type(module))
