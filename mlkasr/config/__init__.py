@@ -2,6 +2,7 @@
 
 from .loader import ConfigError, config_from_dict, describe_schema, dump_config, load_config, parse_override
 from .schema import (
+    AblationConfig,
     Config,
     DataConfig,
     LoggingConfig,
@@ -13,6 +14,7 @@ from .schema import (
 )
 
 __all__ = [
+    "AblationConfig",
     "Config",
     "ConfigError",
     "DataConfig",

@@ -202,6 +202,7 @@ def describe_schema(cls: type = Config, prefix: str = "") -> list[tuple[str, str
 def check_config(config: Config, source: str = "config") -> None:
     """Checks across fields that types alone cannot express."""
     from ..models import SCALES, VARIANTS
+    from ..models.zoo import depth_problem, width_problem
 
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{source}: {key}: {message}")
@@ -210,6 +211,10 @@ def check_config(config: Config, source: str = "config") -> None:
         fail("model.name", f"unknown variant {config.model.name!r}{_suggest(config.model.name, list(VARIANTS), [])}")
     if config.model.scale not in SCALES:
         fail("model.scale", f"expected one of {list(SCALES)}, got {config.model.scale}")
+    if config.model.n_feats is not None and (problem := width_problem(config.model.n_feats)):
+        fail("model.n_feats", f"{problem}, or null for the variant's")
+    if config.model.n_resblocks is not None and (problem := depth_problem(config.model.n_resblocks)):
+        fail("model.n_resblocks", f"{problem}, or null for the variant's")
     t = config.train
     for key, value in (
         ("train.iterations", t.iterations),

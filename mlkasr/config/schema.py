@@ -19,9 +19,30 @@ def _f(default, help: str, **kwargs):  # noqa: A002 - "help" reads best in the s
 
 
 @dataclass
+class AblationConfig:
+    """The MAN paper's ablations (mirrors ``mlkasr.models.Ablations``); the defaults are the published network."""
+
+    mlka_gate: bool = _f(True, "MLKA multiplies each large-kernel branch by its depthwise gate (X3/X5/X7); false drops the gates")
+    mlka_multiscale: bool = _f(
+        True,
+        "MLKA splits its attention channels into 3 groups of 3 reaches (kernels 3/5/7, dilations 2/3/4); false: one "
+        "large kernel (7x7, then 9x9 dilation 4) over all of them",
+    )
+    feed_forward: Literal["gsau", "mlp"] = _f(
+        "gsau", "second unit of each block: gsau (gated spatial attention) or mlp (1x1 n->2n, GELU, 1x1 2n->n)"
+    )
+    lkat_tail: bool = _f(True, "the residual group ends with the LKAT attention tail; false: the last block's output goes straight to the group's skip")
+
+
+@dataclass
 class ModelConfig:
-    name: str = _f("man-tiny", "variant: man-tiny, man-light or man")
+    name: str = _f("man-tiny", "variant: man-tiny, man-light or man (its width and depth unless n_feats / n_resblocks are set)")
     scale: int = _f(4, "upscaling factor: 2, 3 or 4")
+    n_feats: int | None = _f(None, "channels, a multiple of 3 (MLKA splits them into 3 groups); null = the variant's (48 / 60 / 180)")
+    n_resblocks: int | None = _f(None, "MAB blocks in the residual group; null = the variant's (5 / 24 / 36)")
+    ablations: AblationConfig = field(
+        default_factory=AblationConfig, metadata={"help": "switches for the paper's ablations (defaults: the published MAN)"}
+    )
     init_weights: str | None = _f(
         None,
         "start a fresh run from these weights (a file or a shipped model name such as man-tiny_x4): tensors of "
