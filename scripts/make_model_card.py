@@ -63,11 +63,12 @@ def current_config(run_dir: Path) -> dict:
 
 def final_weights(run_dir: Path):
     """The network (not the EMA) of the run's newest checkpoint."""
+    from mlkasr.models.zoo import spec_from_dict
     from mlkasr.training import load_checkpoint
 
     newest = sorted((run_dir / "checkpoints").glob("iter_*.pth"))[-1]
     state = load_checkpoint(newest)
-    model = mlkasr.build_model(state["spec"]["name"], state["spec"]["scale"])
+    model = mlkasr.models.MAN(spec_from_dict(state["spec"], source=newest))
     model.load_state_dict(state["model"])
     return model.eval()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,8 @@ from ..config import Config, dump_config
 from ..config.loader import to_dict
 from ..errors import MlkasrError
 from ..threads import ThreadGovernor
-from ..models import build_model, save_model
+from ..models import MAN, Ablations, ModelSpec, make_spec, save_model
+from ..models.zoo import SpecError, spec_from_dict, spec_to_dict
 from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
 from .config_changes import check_changes, config_changes, record_changes
@@ -151,7 +152,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     early.replay(log)
     try:
         torch.manual_seed(t.seed)
-        network = build_model(config.model.name, config.model.scale)
+        spec = model_spec(config)
+        network = MAN(spec)
         warm = warm_start(network, config.model.init_weights) if config.model.init_weights and not start_state else None
         raw_model = place_model(network, device, channels_last)
         ema = ModelEMA(raw_model, t.ema_decay)
@@ -196,7 +198,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
                      + "; ".join(map(str, changes)))
         n_params = sum(p.numel() for p in raw_model.parameters())
         log.info(
-            f"{config.model.name} x{config.model.scale} ({n_params:,} parameters) on {device} | "
+            f"{spec.name} x{spec.scale} ({n_params:,} parameters) on {device} | "
             f"{precision.name}, {'channels_last' if channels_last else 'NCHW'}"
             f"{', compiled' if use_compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
             f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
@@ -323,7 +325,7 @@ def _checkpoint_state(config, iteration, data_position, raw_model, ema, optimize
         "guard": guard.state_dict(),
         "rng": capture_rng(),
         "best_psnr": best_psnr,
-        "spec": {"name": config.model.name, "scale": config.model.scale},
+        "spec": spec_to_dict(model_spec(config)),  # the whole network: load_model rebuilds it from this
         "config": to_dict(config),
     }
 
@@ -367,10 +369,22 @@ def _plain_strides_for_pointwise(model: nn.Module) -> None:
                     p.data = plain.copy_(p.data)
 
 
+def model_spec(config: Config) -> ModelSpec:
+    """The network ``config.model`` describes: its variant, scale, width/depth overrides and ablations."""
+    m = config.model
+    return make_spec(m.name, m.scale, m.n_feats, m.n_resblocks, Ablations(**asdict(m.ablations)))
+
+
 def _check_same_model(state: dict, config: Config) -> None:
-    spec = state.get("spec", {})
-    if (spec.get("name"), spec.get("scale")) != (config.model.name, config.model.scale):
+    try:
+        stored = spec_from_dict(state.get("spec", {}), source=state["path"])
+    except SpecError as exc:
+        raise ResumeError(f"{exc} (a checkpoint from another mlkasr?)") from None
+    wanted = model_spec(config)
+    if stored != wanted:
         raise ResumeError(
-            f"{state['path']}: checkpoint is {spec.get('name')} x{spec.get('scale')}, but the config asks for "
-            f"{config.model.name} x{config.model.scale}"
+            f"{state['path']}: checkpoint is {stored.name} x{stored.scale} (n_feats {stored.n_feats}, "
+            f"{stored.n_resblocks} blocks, ablations: {stored.ablations.describe()}), but the config asks for "
+            f"{wanted.name} x{wanted.scale} (n_feats {wanted.n_feats}, {wanted.n_resblocks} blocks, "
+            f"ablations: {wanted.ablations.describe()})"
         )
