@@ -15,6 +15,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import json
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -71,6 +72,7 @@ def metadata(model: MAN, fp16: bool) -> dict[str, str]:
         "scale": str(spec.scale),
         "n_feats": str(spec.n_feats),
         "n_resblocks": str(spec.n_resblocks),
+        "ablations": json.dumps(asdict(spec.ablations), sort_keys=True),  # JSON switches; defaults = the published MAN
         "precision": "fp16" if fp16 else "fp32",
         "input": f"{INPUT_NAME}: N x 3 x H x W (NCHW), RGB in [0, 1], {dtype}, any N, H, W >= 1",
         "output": f"{OUTPUT_NAME}: N x 3 x {spec.scale}H x {spec.scale}W (NCHW), RGB, {dtype}, not clamped: clamp to [0, 1]",
