@@ -210,6 +210,16 @@ def test_named_variants_keep_their_names_and_defaults():
         Ablations(feed_forward="ffn")
 
 
+def test_checkpoint_specs_round_trip_and_old_ones_still_read():
+    from mlkasr.models.zoo import spec_from_dict, spec_to_dict
+
+    for spec in (make_spec("man-tiny", 2), make_spec("man", 3, 36, 3, ALL_OFF), make_spec("man-light", 4, 60, 2)):
+        assert spec_from_dict(spec_to_dict(spec)) == spec
+    assert spec_from_dict({"name": "man-light", "scale": 4}) == make_spec("man-light", 4)  # before this change
+    with pytest.raises(SpecError, match="ckpt.pth: n_feats must be a positive multiple of 3"):
+        spec_from_dict({**spec_to_dict(make_spec("man-tiny", 2)), "n_feats": 10}, source="ckpt.pth")
+
+
 def test_the_config_mirrors_the_model_switches():
     config_fields = {f.name: f.default for f in dataclasses.fields(AblationConfig)}
     assert config_fields == {f.name: f.default for f in dataclasses.fields(Ablations)}
@@ -254,6 +264,7 @@ def test_metadata_that_is_wrong_is_refused_naming_the_file(tmp_path):
     for ablations, message in (("{not json", "metadata 'ablations' is not JSON"),
                                ('{"mlka_gates": false}', "unknown ablation switch.*mlka_gates"),
                                ('{"feed_forward": "ffn"}', "feed_forward must be one of"),
+                               ('{"mlka_gate": "false"}', "mlka_gate must be true or false"),
                                ('{"feed_forward": "gsau"}', r"missing keys .*LFE\.Conv1")):
         save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={**base, "ablations": ablations})
         with pytest.raises(CheckpointError, match=f"bad.safetensors.*{message}"):

@@ -258,7 +258,8 @@ class MLKA(nn.Module):
             mixed.mul_(value)
         else:
             # (the compiler fuses the cat itself, and out= into a view would break its graph)
-            attended = [lka(a) if gate is None else lka(a) * gate(a) for (lka, gate), a in zip(branches, attention_inputs)]
+            pairs = zip(branches, attention_inputs)
+            attended = [lka(a) if gate is None else lka(a) * gate(a) for (lka, gate), a in pairs]
             mixed = value * (attended[0] if len(attended) == 1 else torch.cat(attended, dim=1))
         # the residual is added out of place: no defensive clone of x is needed
         return torch.addcmul(x, self.proj_last(mixed), self.scale)

@@ -101,7 +101,8 @@ def spec_from_dict(raw: Mapping, source: object = "spec") -> ModelSpec:
         raise SpecError(f"{source}: a model spec needs at least 'name' and 'scale', got {raw!r}")
     if "n_feats" not in raw:
         return make_spec(raw.get("name"), raw["scale"])
-    for key, problem in (("n_feats", width_problem(raw["n_feats"])), ("n_resblocks", depth_problem(raw.get("n_resblocks")))):
+    problems = (("n_feats", width_problem(raw["n_feats"])), ("n_resblocks", depth_problem(raw.get("n_resblocks"))))
+    for key, problem in problems:
         if problem:
             raise SpecError(f"{source}: {key} {problem}")
     ablations = ablations_from_dict(raw.get("ablations", {}), source)
