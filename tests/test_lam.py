@@ -184,20 +184,24 @@ def test_cli_end_to_end_on_set5_with_man_tiny_x4(tmp_path, capsys):
     assert di == pytest.approx(expected.diffusion_index, abs=0.006)
     assert f"wrote {out}" in printed
     picture = read_image(out)
-    # two 128x128 outputs, each enlarged 2x to 256, with a label band, side by side
-    assert picture.shape == (28 + 256, 2 * 256 + 4, 3)
+    # the 128x128 output enlarged 2x, twice (image, heatmap), and its 64x64 around the window enlarged 4x
+    assert picture.shape == (28 + 256, 3 * 256 + 2 * 4, 3)
     # the window's red frame is drawn on the image panel: output (60, 40) is (120, 80) after the 2x enlargement
     assert tuple(picture[28 + 80 + 10, 120]) == (255, 40, 40)
 
 
 def test_cli_from_hr(tmp_path, capsys):
     out = tmp_path / "lam.png"
-    code = main(["lam", "--image", str(SET5 / "HR" / "butterfly.png"), "--from-hr", "--window", "120", "100", "16",
+    # a window in the corner: the enlarged region around it stays inside the image
+    code = main(["lam", "--image", str(SET5 / "HR" / "butterfly.png"), "--from-hr", "--window", "240", "240", "16",
                  "--output", str(out), "--steps", "2", "--objective", "intensity"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "(HR 256x256 -> LR 64x64)" in printed and "objective intensity" in printed
-    assert read_image(out).shape == (28 + 256, 2 * 256 + 4, 3)
+    picture = read_image(out)
+    assert picture.shape == (28 + 256, 3 * 256 + 2 * 4, 3)
+    # the region is the image's last 64x64, so the window's frame ends at the zoomed panel's bottom-right corner
+    assert tuple(picture[-1, -1]) == (255, 40, 40)
 
 
 def test_cli_bad_input_is_a_clean_error(tmp_path, capsys):

@@ -14,7 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="PATH", help="the LR image the network is fed (with --from-hr: an HR image, downscaled first)")
     parser.add_argument("--from-hr", action="store_true", help="--image is HR: feed the network its standard bicubic LR (modcrop, MATLAB-exact bicubic), and draw on the HR")
     parser.add_argument("--window", required=True, type=int, nargs=3, metavar=("X", "Y", "SIZE"), help="the output window to explain: top-left corner and side, in output (HR) pixels")
-    parser.add_argument("--output", required=True, metavar="PATH", help="the picture to write (.png): the image with the window, and the attribution blended over it")
+    parser.add_argument("--output", required=True, metavar="PATH", help="the picture to write (.png): the image with the window, the attribution blended over it, and that blend enlarged around the window")
     parser.add_argument("--steps", type=int, default=50, metavar="N", help="blur-path steps, one forward and backward pass each (default: 50, as the official LAM)")
     parser.add_argument("--sigma", type=float, default=1.2, metavar="S", help="blur of the baseline, in LR pixels (default: 1.2, as the official LAM)")
     parser.add_argument("--kernel-size", type=int, default=9, metavar="N", help="side of the Gaussian blur kernels, odd (default: 9, as the official LAM)")
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model if args.model is not None else default_model_name()
     model = place_model(load_model(model_name), "cpu")  # channels_last: 1.75x faster here (see lam.py)
     lr, reference = lam_input(image, model.scale, args.from_hr)
+    window.check_inside(reference.shape[0], reference.shape[1], model.scale)  # before any output
     shape = f"{image.shape[1]}x{image.shape[0]}"
     fed = f"HR {shape} -> LR {lr.shape[1]}x{lr.shape[0]}" if args.from_hr else f"LR {shape}"
     print(f"{model.spec.name} x{model.scale} from {model_name}; {args.image} ({fed}); window {window.size} px at "
