@@ -226,3 +226,15 @@ def test_cli_bad_input_is_a_clean_error(tmp_path, capsys):
     assert main(["lam", "--image", image, "--window", "0", "0", "16", "--output", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
+
+
+def test_cli_takes_16_bit_grey_images(tmp_path, capsys):
+    grey = (np.random.default_rng(2).random((24, 24, 1)) * 65535).astype(np.uint16)
+    image, out = tmp_path / "grey16.png", tmp_path / "lam.png"
+    write_image(image, grey)
+    code = main(["lam", "--image", str(image), "--from-hr", "--window", "8", "8", "8", "--output", str(out),
+                 "--steps", "2", "--kernel-size", "3"])
+    assert code == 0, capsys.readouterr().err
+    assert "(HR 24x24 -> LR 6x6)" in capsys.readouterr().out
+    picture = read_image(out)
+    assert picture.dtype == np.uint8 and picture.shape[2] == 3
