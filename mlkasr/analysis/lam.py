@@ -294,13 +294,14 @@ def local_attribution_map(
         with torch.no_grad():
             ends = model(images[[0, path.steps]].contiguous(memory_format=memory_format))
         if ends.ndim != 4 or ends.shape[:2] != (2, 3):
-            raise LamError(f"the network should map N x 3 x H x W to N x 3 x sH x sW; it gave shape {tuple(ends.shape)} "
-                           f"for input {tuple(images[:2].shape)}")
+            raise LamError(f"the network should map N x 3 x H x W to N x 3 x sH x sW; it gave shape "
+                           f"{tuple(ends.shape)} for input {tuple(images[:2].shape)}")
         out_h, out_w = ends.shape[2:]
         height, width = lr.shape[2:]
         scale = out_h // height
         if scale < 1 or out_h != scale * height or out_w != scale * width:
-            raise LamError(f"the network's output {out_w}x{out_h} is not an integer multiple of its input {width}x{height}")
+            raise LamError(f"the network's output {out_w}x{out_h} is not an integer multiple of its input "
+                           f"{width}x{height}")
         window.check_inside(out_h, out_w, scale)
         f_ends = window_objective(ends, window, settings.objective)
         batch = settings.batch_for(height, width)
