@@ -50,6 +50,73 @@ class ModelConfig:
     )
 
 
+_RANGE = "[min, max], drawn uniformly"
+
+
+@dataclass
+class BlurConfig:
+    """One stage's blur. Every field null = the preset's value (``data.train.degradation.preset``)."""
+
+    prob: float | None = _f(None, "chance that the stage blurs at all")
+    kernel_size: list[int] | None = _f(None, "[min, max] kernel side in pixels; an odd size in the range is drawn")
+    kinds: list[Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]] | None = _f(
+        None, "kernel kinds to draw from: (generalized/plateau) isotropic or anisotropic Gaussians"
+    )
+    kind_probs: list[float] | None = _f(None, "probability of each of kinds (same length, sums to 1)")
+    sigma: list[float] | None = _f(None, f"Gaussian sigma in pixels of the stage's input, {_RANGE}")
+    betag: list[float] | None = _f(None, f"generalized Gaussian shape beta, {_RANGE} (half the draws below 1)")
+    betap: list[float] | None = _f(None, f"plateau shape beta, {_RANGE} (half the draws below 1)")
+    sinc_prob: float | None = _f(None, "chance of a sinc (ringing) kernel instead of the kinds above")
+
+
+@dataclass
+class ResizeConfig:
+    probs: list[float] | None = _f(None, "[up, down, keep] probabilities of the random resize")
+    range: list[float] | None = _f(None, "[min, max] resize factor (down draws in [min, 1], up in [1, max])")
+    modes: list[Literal["area", "bilinear", "bicubic", "matlab"]] | None = _f(
+        None, "interpolations drawn uniformly (matlab = antialiased MATLAB bicubic, the others OpenCV's)"
+    )
+
+
+@dataclass
+class NoiseConfig:
+    prob: float | None = _f(None, "chance that the stage adds noise at all")
+    gaussian_prob: float | None = _f(None, "chance of Gaussian noise; Poisson noise otherwise")
+    sigma: list[float] | None = _f(None, f"Gaussian noise sigma on the 0-255 scale, {_RANGE}")
+    poisson_scale: list[float] | None = _f(None, f"Poisson noise strength, {_RANGE}")
+    gray_prob: float | None = _f(None, "chance that the noise is grey (the same on the three channels)")
+
+
+@dataclass
+class JpegConfig:
+    prob: float | None = _f(None, "chance of JPEG compression")
+    quality: list[int] | None = _f(None, f"JPEG quality (1-100), {_RANGE}")
+
+
+@dataclass
+class DegradationStageConfig:
+    blur: BlurConfig = field(default_factory=BlurConfig, metadata={"help": "blur"})
+    resize: ResizeConfig = field(default_factory=ResizeConfig, metadata={"help": "random resize"})
+    noise: NoiseConfig = field(default_factory=NoiseConfig, metadata={"help": "Gaussian or Poisson noise"})
+    jpeg: JpegConfig = field(default_factory=JpegConfig, metadata={"help": "JPEG (the second stage's: at the end)"})
+
+
+@dataclass
+class DegradationConfig:
+    """Real-ESRGAN-style LR synthesis; see mlkasr.data.degradations. Null fields take the preset's values."""
+
+    preset: Literal["realesrgan", "photo"] = _f(
+        "realesrgan", "realesrgan = Real-ESRGAN's published second-order parameters; photo = a milder camera model"
+    )
+    first: DegradationStageConfig = field(default_factory=DegradationStageConfig, metadata={"help": "first stage"})
+    second_prob: float | None = _f(None, "chance of the second stage")
+    second: DegradationStageConfig = field(default_factory=DegradationStageConfig, metadata={"help": "second stage"})
+    final_sinc_prob: float | None = _f(None, "chance of a final sinc filter at the LR size")
+    final_resize_modes: list[Literal["area", "bilinear", "bicubic", "matlab"]] | None = _f(
+        None, "interpolations of the final resize to the LR size"
+    )
+
+
 @dataclass
 class TrainDataConfig:
     hr: str | None = _f(None, "HR images: a folder of images (not searched recursively) or an LMDB (a folder holding data.mdb)")
@@ -61,6 +128,10 @@ class TrainDataConfig:
         None,
         "keep decoded images in memory in every loader process; null = when a folder's images decode to at most "
         "2 GiB (never for LMDBs, whose sub-images decode cheaply)",
+    )
+    degradation: DegradationConfig | None = _f(
+        None,
+        "degrade LR on the fly (blur, resize, noise, JPEG) instead of clean bicubic, e.g. {preset: photo}; needs lr: null",
     )
 
 

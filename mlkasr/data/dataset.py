@@ -17,11 +17,16 @@ from torch.utils.data import Dataset
 from ..imaging.io import to_rgb
 from ..imaging.resize import make_lr
 from .errors import DataError
+from .degradations import Degradation
 from .sources import PatchSource, SourceItem
 from .subimages import expected_lr_shape
 
 _PERMUTATION_STREAM = 0  # separate RNG streams for the epoch order and the per-draw crop/augmentation
 _DRAW_STREAM = 1
+_DEGRADE_STREAM = 2
+# LR pixels of real image context kept around a patch while it is degraded, so that blur kernels (up to 21 px) and
+# resizing see the image rather than a border; mirrored where the patch touches the image's edge.
+DEGRADE_MARGIN = 8
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class PairedPatchDataset(Dataset):
     """
 
     def __init__(self, source: PatchSource, scale: int, patch_size: int, augment: bool = True, seed: int = 0,
-                 cache_images: bool = False) -> None:
+                 cache_images: bool = False, degradation: Degradation | None = None) -> None:
         if scale < 1 or patch_size < 1:
             raise DataError(f"scale and patch size must be positive, got scale {scale}, patch size {patch_size}")
         if seed < 0:
@@ -77,6 +82,9 @@ class PairedPatchDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.cache_images = cache_images
+        if degradation is not None and source.paired:
+            raise DataError(f"{source.describe()}: a degradation makes LR from HR; give HR only (data.train.lr: null)")
+        self.degradation = degradation
         items = source.index(scale)
         if not items:
             raise DataError(f"{source.describe()}: no images")
@@ -151,11 +159,30 @@ class PairedPatchDataset(Dataset):
         item, hr, lr, draw = self._draw(int(index))
         p, s = self.patch_size, self.scale
         hr_patch = hr[draw.top * s : (draw.top + p) * s, draw.left * s : (draw.left + p) * s]
-        if lr is None:
+        if self.degradation is not None:
+            lr_patch = self._degraded_patch(hr, draw)
+        elif lr is None:
             lr_patch = make_lr(hr_patch, s)  # the project's MATLAB bicubic, on the HR patch
         else:
             lr_patch = lr[draw.top : draw.top + p, draw.left : draw.left + p]
         return {"lr": to_tensor(augment(lr_patch, draw)), "hr": to_tensor(augment(hr_patch, draw)), "key": item.key}
+
+    def _degraded_patch(self, hr: np.ndarray, draw: Draw) -> np.ndarray:
+        """The draw's LR patch, degraded from its HR region plus ``DEGRADE_MARGIN`` LR pixels of context."""
+        p, s, m = self.patch_size, self.scale, DEGRADE_MARGIN
+        lr_h, lr_w = expected_lr_shape(hr.shape, s)
+        top, left = max(draw.top - m, 0), max(draw.left - m, 0)
+        bottom, right = min(draw.top + p + m, lr_h), min(draw.left + p + m, lr_w)
+        region = hr[top * s : bottom * s, left * s : right * s]
+        pads = ((draw.top - m - top) * -s, (draw.top + p + m - bottom) * s,
+                (draw.left - m - left) * -s, (draw.left + p + m - right) * s)
+        peak = 65535.0 if region.dtype == np.uint16 else 255.0
+        region = region.astype(np.float32) * np.float32(1.0 / peak)
+        if any(pads):
+            region = np.pad(region, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)), mode="reflect")
+        rng = np.random.default_rng([self.seed, _DEGRADE_STREAM, draw.index])
+        lr = self.degradation(region, (p + 2 * m, p + 2 * m), rng)
+        return lr[m : m + p, m : m + p]
 
     # -- loading and validation -------------------------------------------------------------------------------
     def _load(self, position: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..data.degradations import Degradation, resolve_degradation
 from ..data import FolderPairSource, HrOnlySource, LmdbPairSource, PairedPatchDataset, PatchSource, build_loader
 from ..errors import MlkasrError
 from ..imaging.io import read_image_size
@@ -34,6 +35,11 @@ def check_data_paths(config: Config) -> None:
     if not hr.exists():
         raise MlkasrError(f"data.train.hr: {hr} does not exist (relative paths are read from the current folder "
                           f"{Path.cwd()}); set it with --set data.train.hr=PATH")
+    if train.lr is not None and train.degradation is not None:
+        raise MlkasrError(f"data.train.degradation makes LR from HR on the fly, but data.train.lr is set ({train.lr}); "
+                          "set data.train.lr: null, or remove the degradation section")
+    if train.degradation is not None:
+        resolve_degradation(train.degradation)  # a bad probability or range fails here, before the run folder
     if train.lr is not None and not Path(train.lr).exists():
         raise MlkasrError(f"data.train.lr: {train.lr} does not exist; set it, or set it to null to make LR on the fly")
     for i, val in enumerate(config.data.val):
@@ -86,6 +92,7 @@ def build_train_batches(
         scale=config.model.scale,
         patch_size=config.data.train.patch_size,
         seed=config.data.train.seed,
+        degradation=None if config.data.train.degradation is None else Degradation(config.data.train.degradation),
     )
     dataset.cache_images = _should_cache(config, dataset)
     loader = build_loader(
@@ -97,4 +104,7 @@ def build_train_batches(
         world_size=ctx.world_size,
         seed=config.data.train.seed,
     )
-    return iter(loader), dataset.describe()
+    description = dataset.describe()
+    if dataset.degradation is not None:
+        description += f", LR by {dataset.degradation.describe()}"
+    return iter(loader), description
