@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
     add_backend_option(parser)
+    parser.add_argument("--degrade", metavar="SPEC", help='degrade every LR before upscaling, e.g. "jpeg=40,noise=5" (keys: blur=SIGMA, noise=SIGMA on 0-255, jpeg=QUALITY, seed=N; applied blur, noise, jpeg; fixed seed); recorded in --json')
     parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file and saved images (default: refuse)")
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import saved_image_paths
     from ..paths import check_output_file, check_output_folder, same_file
 
+    from ..evaluation.degrade import parse_degradation
+
+    degradation = None if args.degrade is None else parse_degradation(args.degrade)
     # Outputs first: a bad --json or --save-images must fail now, not after the whole evaluation.
     if args.json is not None:
         check_output_file(args.json, "--json", overwrite=args.overwrite)
@@ -85,10 +89,13 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{dataset}/{image.name}", refresh=False)
             bar.update(1)
 
-        report = evaluate(upscaler, sets, model_name=args.model, save_images=args.save_images, on_image=on_image)
+        report = evaluate(upscaler, sets, model_name=args.model, save_images=args.save_images, on_image=on_image,
+                          degradation=degradation)
     elapsed = time.perf_counter() - started
 
     print(f"{_describe(args, upscaler)}  x{scale}")
+    if degradation is not None:
+        print(f"LR degraded by {degradation.spec!r} (blur, noise, jpeg in that order; seed {degradation.seed})")
     if upscaler is not None and upscaler.device.type == "cpu":
         print(f"threads: {threads}", file=sys.stderr)
     rows = [("dataset", "images", "PSNR", "SSIM")]

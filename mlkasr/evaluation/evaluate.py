@@ -7,6 +7,7 @@ and precision behave as in ``mlkasr upscale``; metrics are numpy float64 (see me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from ..imaging.io import write_bytes_atomic, write_image
 from ..imaging.resize import imresize
 from .compare import comparison_picture
 from .datasets import BenchmarkImage, BenchmarkSet
+from .degrade import LrDegradation
 from .metrics import ImageScore, MetricInputError, score
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class EvaluationReport:
     model: str  # "bicubic" or what the caller named the model (e.g. a checkpoint path)
     scale: int
     datasets: tuple[DatasetResult, ...]
+    degradation: LrDegradation | None = None  # what --degrade did to every LR before upscaling
 
     def __getitem__(self, name: str) -> DatasetResult:
         for dataset in self.datasets:
@@ -87,6 +90,7 @@ class EvaluationReport:
         return {
             "model": self.model,
             "scale": self.scale,
+            "degradation": None if self.degradation is None else self.degradation.to_dict(),
             "datasets": {
                 d.name: {
                     "n": d.n,
@@ -133,11 +137,13 @@ def evaluate(
     model_name: str | None = None,
     save_images: str | os.PathLike | None = None,
     on_image: ImageCallback | None = None,
+    degradation: LrDegradation | None = None,
 ) -> EvaluationReport:
     """Score ``upscaler`` (``None`` = the bicubic baseline) on every image of ``sets``.
 
     ``save_images``: a folder that receives ``{dataset}/{stem}.png`` (the SR output) and
     ``{dataset}/compare/{stem}.png`` (bicubic | SR | HR crops with their PSNR).
+    ``degradation``: applied to every LR first (``mlkasr eval --degrade``); the bicubic baseline sees it too.
     The upscaler's model is left in eval mode; a trainer calls ``model.train()`` afterwards.
     """
     if not sets:
@@ -156,6 +162,8 @@ def evaluate(
     for benchmark in sets:
         image_results = []
         for image in benchmark:
+            if degradation is not None:
+                image = dataclasses.replace(image, lr=degradation(image.lr, f"{benchmark.name}/{image.name}"))
             bicubic = bicubic_upscale(image.lr, scale) if upscaler is None or out_dir is not None else None
             sr = bicubic if upscaler is None else upscaler.upscale_image(image.lr)
             if sr.shape[:2] != image.hr.shape[:2]:  # never score part of an image (the metrics would crop HR)
@@ -175,7 +183,7 @@ def evaluate(
             if on_image is not None:
                 on_image(benchmark.name, image, result)
         results.append(DatasetResult(benchmark.name, tuple(image_results)))
-    return EvaluationReport(model=name, scale=scale, datasets=tuple(results))
+    return EvaluationReport(model=name, scale=scale, datasets=tuple(results), degradation=degradation)
 
 
 def _save(
