@@ -12,6 +12,7 @@ time-stamped train.log, summed over resumed segments) and the PSNR/SSIM measured
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import re
 import sys
@@ -23,6 +24,7 @@ import yaml
 
 import mlkasr
 from mlkasr.evaluation import evaluate, load_benchmark_set
+from mlkasr.evaluation.degrade import parse_degradation
 from mlkasr.inference import Upscaler
 from mlkasr.weights import WEIGHTS_DIR, ModelCard, Score
 
@@ -83,19 +85,50 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def degraded_scores(upscaler: Upscaler, args: argparse.Namespace) -> dict[str, dict[str, Score]]:
+    result: dict[str, dict[str, Score]] = {}
+    for spec in args.degrade:
+        degradation = parse_degradation(spec)
+        for item in args.set:
+            name, folder = item.split("=", 1)
+            sets = [load_benchmark_set(folder, upscaler.scale, name=name)]
+            r = evaluate(upscaler, sets, degradation=degradation)[name]
+            result.setdefault(spec, {})[name] = Score(round(r.psnr, 4), round(r.ssim, 5))
+            print(f"{args.name} {name} --degrade {spec}: {r.psnr:.3f} dB / {r.ssim:.4f}")
+    return result
+
+
+def rescore(args: argparse.Namespace) -> int:
+    card_path = WEIGHTS_DIR / f"{args.name}.json"
+    card = ModelCard.from_json(card_path)
+    scores = degraded_scores(Upscaler(mlkasr.load_model(args.name)), args)
+    card = dataclasses.replace(card, degraded_scores={**card.degraded_scores, **scores})
+    card_path.write_text(card.to_json(), encoding="utf-8")
+    print(f"updated {card_path}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--name", required=True, help="shipped name, e.g. man-tiny_x4")
-    parser.add_argument("--config", required=True, help="the config file that made the run (repo-relative)")
-    parser.add_argument("--threads", type=int, required=True, help="intra-op threads the run used")
+    parser.add_argument("--config", help="the config file that made the run (repo-relative)")
+    parser.add_argument("--threads", type=int, help="intra-op threads the run used")
     parser.add_argument("--training-data", default="T91 + BSD200 (291 images)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR", help="benchmark set to score")
     parser.add_argument("--notes", default="", help="anything about the run the card's fields do not say")
+    parser.add_argument("--degrade", action="append", default=[], metavar="SPEC",
+                        help="also score every --set with `mlkasr eval --degrade SPEC` (repeatable)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="keep the shipped model NAME and its card; only (re)measure its --degrade scores")
     parser.add_argument("--final-weights", action="store_true",
                         help="ship the run's final weights (its last checkpoint's model) instead of its EMA export")
     args = parser.parse_args()
 
+    if args.rescore:
+        return rescore(args)
+    if args.run_dir is None or args.config is None or args.threads is None:
+        parser.error("--run-dir, --config and --threads are required (except with --rescore)")
     config = current_config(args.run_dir)
     model = final_weights(args.run_dir) if args.final_weights else mlkasr.load_model(args.run_dir / "model.safetensors")
     upscaler = Upscaler(model)
@@ -120,6 +153,7 @@ def main() -> int:
         initialised_from=config["model"].get("init_weights"),
         scores=scores,
         notes=args.notes,
+        degraded_scores=degraded_scores(upscaler, args),
     )
     WEIGHTS_DIR.mkdir(exist_ok=True)
     mlkasr.save_model(model, WEIGHTS_DIR / f"{args.name}.safetensors")

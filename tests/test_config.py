@@ -175,9 +175,11 @@ def test_duplicate_keys_in_set_values_and_a_key_set_twice():
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "zoo").glob("*.yaml")), ids=lambda p: p.name)
 def test_zoo_configs_load_and_name_what_they_make(path):
     c = load_config(path)
-    assert f"{c.model.name}_x{c.model.scale}.yaml" == path.name and c.name == f"zoo-{path.stem}"
+    real = c.data.train.degradation is not None  # man-tiny_x4_real: the clean x4 fine-tuned on degraded LR
+    assert f"{c.model.name}_x{c.model.scale}{'_real' if real else ''}.yaml" == path.name and c.name == f"zoo-{path.stem}"
     assert c.data.train.hr == "datasets/train291" and c.data.val[0].path == "datasets/samples/Set5"
-    assert c.model.init_weights in (None, "man-tiny_x2")  # x3 starts from the shipped x2 body
+    # x3 starts from the shipped x2 body, the real-world x4 from the shipped clean x4
+    assert c.model.init_weights == "man-tiny_x4" if real else c.model.init_weights in (None, "man-tiny_x2")
 
 
 def test_a_config_that_is_not_a_text_file_is_named(tmp_path):

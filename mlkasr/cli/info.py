@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("trained", f"{card.training_data}, {card.iterations:,} iterations, batch {card.batch_size}, "
                                 f"LR patch {card.patch_size}, {card.hardware}, {card.wall_time}"))
         rows.extend((f"{name} PSNR/SSIM", f"{score.psnr:.2f} dB / {score.ssim:.4f}") for name, score in card.scores.items())
+        for spec, sets in card.degraded_scores.items():
+            rows.extend((f"{name} --degrade {spec}", f"{score.psnr:.2f} dB / {score.ssim:.4f}")
+                        for name, score in sets.items())
     for key, value in rows:
         print(f"{key:<18}{value}")
     return 0

@@ -46,12 +46,16 @@ class ModelCard:
     initialised_from: str | None = None
     scores: dict[str, Score] = field(default_factory=dict)  # benchmark set name -> score
     notes: str = ""  # anything about the run that the fields above do not say
+    # `mlkasr eval --degrade SPEC` scores: degradation spec -> benchmark set -> score
+    degraded_scores: dict[str, dict[str, Score]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, path: Path) -> ModelCard:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             data["scores"] = {name: Score(**score) for name, score in data.get("scores", {}).items()}
+            data["degraded_scores"] = {spec: {name: Score(**score) for name, score in sets.items()}
+                                       for spec, sets in data.get("degraded_scores", {}).items()}
             return cls(**data)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise MlkasrError(f"{path}: not a readable model card ({exc})") from exc
@@ -59,6 +63,8 @@ class ModelCard:
     def to_json(self) -> str:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["scores"] = {name: {"psnr": s.psnr, "ssim": s.ssim} for name, s in self.scores.items()}
+        data["degraded_scores"] = {spec: {name: {"psnr": s.psnr, "ssim": s.ssim} for name, s in sets.items()}
+                                   for spec, sets in self.degraded_scores.items()}
         return json.dumps(data, indent=2) + "\n"
 
 
