@@ -87,10 +87,9 @@ class EvaluationReport:
 
     def to_dict(self) -> dict:
         """The JSON shape of ``mlkasr eval --json`` (non-finite PSNR, i.e. identical images, becomes null)."""
-        return {
+        data = {
             "model": self.model,
             "scale": self.scale,
-            "degradation": None if self.degradation is None else self.degradation.to_dict(),
             "datasets": {
                 d.name: {
                     "n": d.n,
@@ -101,6 +100,9 @@ class EvaluationReport:
                 for d in self.datasets
             },
         }
+        if self.degradation is not None:  # only then: a clean report keeps its documented shape
+            data["degradation"] = self.degradation.to_dict()
+        return data
 
 
 def _finite(value: float) -> float | None:
