@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -238,20 +239,75 @@ def check_config(config: Config, source: str = "config") -> None:
         fail("train.ema_decay", f"expected a number in [0, 1), got {t.ema_decay}")
     if t.grad_clip is not None and not t.grad_clip > 0:
         fail("train.grad_clip", f"must be positive or null, got {t.grad_clip}")
-    s = t.schedule
-    for prev, cur in zip(s.milestones, s.milestones[1:]):
-        if cur <= prev:
-            # The official MAN config's 140000-for-1400000 typo looks exactly like this.
-            fail("train.schedule.milestones", f"must be strictly increasing; {cur} follows {prev} (a missing zero?)")
-    if any(m < 1 for m in s.milestones):
-        fail("train.schedule.milestones", f"must be positive iteration numbers, got {s.milestones}")
-    if s.warmup_iterations < 0 or s.warmup_iterations >= t.iterations:
-        fail("train.schedule.warmup_iterations", f"must be in [0, train.iterations), got {s.warmup_iterations}")
+    _check_schedule(t.schedule, "train.schedule", t.iterations, fail)
+    _check_losses(config, fail)
     if config.data.val_max_images is not None and config.data.val_max_images < 1:
         fail("data.val_max_images", f"must be at least 1 or null, got {config.data.val_max_images}")
     for i, val in enumerate(config.data.val):
         if not val.path:
             fail(f"data.val[{i}].path", "is required: a folder with HR/ inside")
+
+
+def _check_schedule(s, key: str, iterations: int, fail) -> None:
+    for prev, cur in zip(s.milestones, s.milestones[1:]):
+        if cur <= prev:
+            # The official MAN config's 140000-for-1400000 typo looks exactly like this.
+            fail(f"{key}.milestones", f"must be strictly increasing; {cur} follows {prev} (a missing zero?)")
+    if any(m < 1 for m in s.milestones):
+        fail(f"{key}.milestones", f"must be positive iteration numbers, got {s.milestones}")
+    if s.warmup_iterations < 0 or s.warmup_iterations >= iterations:
+        fail(f"{key}.warmup_iterations", f"must be in [0, train.iterations), got {s.warmup_iterations}")
+
+
+# Options of a loss term that only one kind reads: set on another kind they would be silently ignored.
+_TERM_OPTIONS = {"eps": "charbonnier", "vgg_weights": "perceptual", "layer_weights": "perceptual"}
+
+
+def _check_losses(config: Config, fail) -> None:
+    """train.losses (the weighted terms), its clash with the one-term shorthand train.loss, and the discriminator."""
+    t = config.train
+    if t.losses and t.loss != "l1":
+        fail("train.loss", f"{t.loss} is set together with train.losses; give it as a term of train.losses "
+                           f"({{kind: {t.loss}, weight: 1.0}}) and drop train.loss")
+    first: dict[str, int] = {}
+    for i, term in enumerate(t.losses):
+        key = f"train.losses[{i}]"
+        if term.kind in first:
+            fail(f"{key}.kind", f"{term.kind} is already train.losses[{first[term.kind]}]; give each kind once "
+                                "(weights add up: one term with the sum does the same)")
+        first[term.kind] = i
+        if not (term.weight > 0 and math.isfinite(term.weight)):
+            fail(f"{key}.weight", f"must be a positive number, got {term.weight}")
+        for option, kind in _TERM_OPTIONS.items():
+            if getattr(term, option) is not None and term.kind != kind:
+                fail(f"{key}.{option}", f"is an option of kind {kind}, not of {term.kind}; remove it")
+        if term.eps is not None and not term.eps > 0:
+            fail(f"{key}.eps", f"must be positive, got {term.eps}")
+        if term.kind == "perceptual":
+            if not term.vgg_weights:
+                fail(f"{key}.vgg_weights", "is required: the path of torchvision's vgg19 state dict "
+                                           "(vgg19-dcbb9e9d.pth, see the README)")
+            if term.layer_weights is not None:
+                given = {k: v for k, v in dataclasses.asdict(term.layer_weights).items() if v is not None}
+                for layer, weight in given.items():
+                    if not (weight >= 0 and math.isfinite(weight)):
+                        fail(f"{key}.layer_weights.{layer}", f"must be 0 or more, got {weight}")
+                if not any(given.values()):
+                    fail(f"{key}.layer_weights", "gives no layer a positive weight; name at least one, "
+                                                 "e.g. {conv5_4: 1.0}, or null for Real-ESRGAN's")
+    if "gan" in first:
+        hr_patch = config.data.train.patch_size * config.model.scale
+        if hr_patch % 8:
+            fail("data.train.patch_size", f"with a gan loss the HR patch (patch_size x scale = {hr_patch}) must be "
+                                          "a multiple of 8: the U-Net discriminator halves it three times")
+    d = t.discriminator
+    if d.num_feat < 1:
+        fail("train.discriminator.num_feat", f"must be at least 1, got {d.num_feat}")
+    if not d.lr > 0:
+        fail("train.discriminator.lr", f"must be positive, got {d.lr}")
+    if len(d.betas) != 2 or not all(0 <= b < 1 for b in d.betas):
+        fail("train.discriminator.betas", f"expected two numbers in [0, 1), got {d.betas}")
+    _check_schedule(d.schedule, "train.discriminator.schedule", t.iterations, fail)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -157,6 +157,65 @@ class ScheduleConfig:
     min_lr: float = _f(1e-7, "cosine: the rate at the last iteration")
 
 
+_VGG_LAYER = "weight of VGG19's {} features (before its ReLU) in the perceptual loss"
+
+
+@dataclass
+class VggLayerWeights:
+    """Per-layer weights of the perceptual loss; a layer left out (null) does not count."""
+
+    conv1_1: float | None = _f(None, _VGG_LAYER.format("conv1_1"))
+    conv1_2: float | None = _f(None, _VGG_LAYER.format("conv1_2"))
+    conv2_1: float | None = _f(None, _VGG_LAYER.format("conv2_1"))
+    conv2_2: float | None = _f(None, _VGG_LAYER.format("conv2_2"))
+    conv3_1: float | None = _f(None, _VGG_LAYER.format("conv3_1"))
+    conv3_2: float | None = _f(None, _VGG_LAYER.format("conv3_2"))
+    conv3_3: float | None = _f(None, _VGG_LAYER.format("conv3_3"))
+    conv3_4: float | None = _f(None, _VGG_LAYER.format("conv3_4"))
+    conv4_1: float | None = _f(None, _VGG_LAYER.format("conv4_1"))
+    conv4_2: float | None = _f(None, _VGG_LAYER.format("conv4_2"))
+    conv4_3: float | None = _f(None, _VGG_LAYER.format("conv4_3"))
+    conv4_4: float | None = _f(None, _VGG_LAYER.format("conv4_4"))
+    conv5_1: float | None = _f(None, _VGG_LAYER.format("conv5_1"))
+    conv5_2: float | None = _f(None, _VGG_LAYER.format("conv5_2"))
+    conv5_3: float | None = _f(None, _VGG_LAYER.format("conv5_3"))
+    conv5_4: float | None = _f(None, _VGG_LAYER.format("conv5_4"))
+
+
+@dataclass
+class LossTermConfig:
+    """One term of the training objective: ``weight * loss(sr, hr)``; the options below belong to one kind each."""
+
+    kind: Literal["l1", "charbonnier", "perceptual", "gan"] = _f(
+        "l1", "l1, charbonnier, perceptual (VGG19 features) or gan (U-Net discriminator, see train.discriminator)"
+    )
+    weight: float = _f(1.0, "the term's weight in the generator's loss")
+    eps: float | None = _f(None, "charbonnier: sqrt((x - y)^2 + eps^2); null = train.charbonnier_eps")
+    vgg_weights: str | None = _f(
+        None, "perceptual: torchvision's vgg19 state dict (vgg19-dcbb9e9d.pth, downloaded by you; required)"
+    )
+    layer_weights: VggLayerWeights | None = _f(
+        None,
+        "perceptual: weight per VGG19 layer, e.g. {conv5_4: 1.0}; null = Real-ESRGAN's (conv1_2 0.1, conv2_2 0.1, "
+        "conv3_4 1, conv4_4 1, conv5_4 1)",
+    )
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The U-Net discriminator with spectral norm (Real-ESRGAN's) that a gan loss term trains alongside."""
+
+    num_feat: int = _f(64, "channels of its first layer (doubled at each of its 3 downsamplings)")
+    skip_connection: bool = _f(True, "add the encoder's features to the decoder's at each scale (the U-Net skips)")
+    optimizer: Literal["adam", "adamw"] = _f("adam", "adam or adamw")
+    lr: float = _f(1e-4, "its peak learning rate")
+    betas: list[float] = _f([0.9, 0.99], "its Adam betas")
+    weight_decay: float = _f(0.0, "its weight decay (decoupled for adamw)")
+    schedule: ScheduleConfig = field(
+        default_factory=ScheduleConfig, metadata={"help": "its learning-rate schedule (over train.iterations)"}
+    )
+
+
 @dataclass
 class TrainConfig:
     iterations: int = _f(1_600_000, "total optimiser steps")
@@ -168,6 +227,14 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"help": "learning-rate schedule"})
     loss: Literal["l1", "charbonnier"] = _f("l1", "pixel loss: l1 or charbonnier")
     charbonnier_eps: float = _f(1e-3, "charbonnier: sqrt((x - y)^2 + eps^2)")
+    losses: list[LossTermConfig] = _f(
+        [],
+        "weighted loss terms, e.g. [{kind: l1}, {kind: perceptual, vgg_weights: vgg19.pth}, {kind: gan, weight: 0.1}]; "
+        "empty = [{kind: <train.loss>, weight: 1}]",
+    )
+    discriminator: DiscriminatorConfig = field(
+        default_factory=DiscriminatorConfig, metadata={"help": "the discriminator of a gan loss term (unused without one)"}
+    )
     grad_clip: float | None = _f(None, "clip the global gradient norm to this value (null = no clipping)")
     ema_decay: float = _f(0.999, "EMA decay of the weights used for validation and export (0 = no averaging)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
