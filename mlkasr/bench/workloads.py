@@ -64,7 +64,7 @@ def _train_step(model: MAN, runner, lr: torch.Tensor, hr: torch.Tensor, path: Be
     from ..config import TrainConfig
     from ..training.distributed import DistContext
     from ..training.ema import ModelEMA
-    from ..training.losses import build_loss
+    from ..training.losses import build_loss_set
     from ..training.optim import build_optimizer
     from ..training.step import Precision, TrainStep
 
@@ -72,7 +72,7 @@ def _train_step(model: MAN, runner, lr: torch.Tensor, hr: torch.Tensor, path: Be
     # fp16 needs loss scaling to train at all, so its cost belongs in the step
     precision = Precision(path.autocast, use_scaler=path.autocast is torch.float16)
     memory_format = torch.channels_last if path.uses_channels_last(device.type) else torch.contiguous_format
-    train_step = TrainStep(runner, model, build_loss(config), build_optimizer(model, config),
+    train_step = TrainStep(runner, model, build_loss_set(config, device), build_optimizer(model, config),
                            ModelEMA(model, config.ema_decay), precision, device, config.grad_clip, DistContext(),
                            memory_format)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,11 @@ def all_ranks_true(flag: torch.Tensor, ctx: DistContext) -> bool:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def wrap_ddp(module: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """``module`` in DistributedDataParallel when there are several ranks, ``module`` itself otherwise."""
+    if not ctx.enabled:
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)

@@ -1,12 +1,14 @@
 """The training loop: from a validated ``Config`` to checkpoints, validation results and an exported model.
 
-The loop only orchestrates; each concern lives in its own module: ``step`` (numerics of one update), ``schedule``,
-``ema``, ``guard``, ``checkpoints``, ``rng``, ``distributed``, ``runlog`` and ``validation``. ``train()`` is the
+The loop only orchestrates; each concern lives in its own module: ``step`` (numerics of one update, and with a gan
+loss the discriminator's, ``adversarial``), ``losses``, ``schedule``, ``ema``, ``guard``, ``checkpoints``, ``rng``,
+``distributed``, ``runlog`` and ``validation``. ``train()`` is the
 Python API; ``mlkasr train`` is a thin wrapper around it.
 
 Exact resume: sample ``i`` of the training stream depends only on (data seed, i), step ``k`` consumes draws
 ``[k * B, (k + 1) * B)`` of it (B = global batch, split across ranks), the learning rate is a function of ``k``
-alone, and the checkpoint holds everything else that changes (weights, EMA, optimiser moments, RNG states).
+alone, and the checkpoint holds everything else that changes (weights, EMA, optimiser moments, RNG states, and the
+step's own state: the grad scaler, a discriminator with its optimiser).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from ..models.runtime import memory_format_for, place_model, prefers_channels_la
 from .checkpoints import CHECKPOINT_FORMAT, CheckpointCorrupt, CheckpointStore, load_checkpoint
 from .config_changes import check_changes, config_changes, record_changes
 from .data import build_train_batches, check_data_paths
-from .distributed import DistContext, all_ranks_true, barrier, init_distributed, shutdown_distributed
+from .adversarial import build_adversary
+from .distributed import DistContext, all_ranks_true, barrier, init_distributed, shutdown_distributed, wrap_ddp
 from .ema import ModelEMA
 from .guard import NonFiniteGuard
-from .losses import build_loss
+from .losses import LossSet, build_loss_set, check_loss_files
 from .optim import build_optimizer
 from .rng import capture_rng, restore_rng
 from .runlock import lock_run_folder
@@ -115,6 +118,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     check_data_paths(config)
     if config.model.init_weights and resume is None:
         check_init_weights(config.model.init_weights)
+    if loss_fn is None:
+        check_loss_files(t)
     channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
     memory_format = memory_format_for(device.type, channels_last)
     use_compile = prefers_compile(device.type) if t.compile is None else t.compile
@@ -160,6 +165,9 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         optimizer = build_optimizer(raw_model, t)
         schedule = LRSchedule(optimizer, t.schedule, t.lr, t.iterations)
         guard = NonFiniteGuard(t.nan_tolerance)
+        # Built before the RNG is restored: a discriminator draws its initial weights, in fresh and resumed runs alike.
+        losses = LossSet.of(loss_fn) if loss_fn is not None else build_loss_set(t, device)
+        adversary = build_adversary(losses, t, ctx, device)
         best_psnr: float | None = None
         data_position = 0
         if start_state:
@@ -179,16 +187,13 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         model: nn.Module = raw_model
         if ctx.enabled:
             _plain_strides_for_pointwise(raw_model)
-            device_ids = [device.index] if device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
+        model = wrap_ddp(raw_model, ctx, device)
         if use_compile:
             model = torch.compile(model)
         step = TrainStep(
-            model, raw_model, loss_fn or build_loss(t), optimizer, ema, precision, device, t.grad_clip, ctx,
-            memory_format,
+            model, raw_model, losses, optimizer, ema, precision, device, t.grad_clip, ctx, memory_format, adversary,
         )
-        if start_state and start_state["scaler"]:
-            step.scaler.load_state_dict(start_state["scaler"])
+        step_notes = step.load_state_dict(start_state) if start_state else []
 
         if ctx.is_main and (not start_state or not (run_dir / "config.yaml").exists()):
             dump_config(config, run_dir / "config.yaml")  # a resumed run keeps its original record
@@ -208,8 +213,11 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             log.info(f"threads: {governor.describe()}")
         if warm is not None:
             log.info(warm.describe())
+        log.info(f"loss: {step.describe()}")
         if start_state:
             log.info(f"resumed from {start_state['path']} at iteration {start} (data position {data_position})")
+        for note in step_notes:
+            log.warn(note)
         if start >= t.iterations:
             log.info(f"nothing to do: already at iteration {start} of {t.iterations}")
 
@@ -217,12 +225,14 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         raw_model.train()
         scores: list[SetScore] = []
         window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
+        window_parts: dict[str, float] = {}
         window_start = time.perf_counter()
         for iteration in range(start + 1, t.iterations + 1):
             fetch_start = time.perf_counter()
             batch = next(batches)
             window_data_time += time.perf_counter() - fetch_start
             lr_now = schedule.step(iteration)
+            step_rates = step.set_iteration(iteration)
             if governor is not None and (change := governor.check()):
                 log.info(change)
             result = step(batch["lr"], batch["hr"])
@@ -231,6 +241,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             if result.applied:
                 window_loss += result.loss
                 window_steps += 1
+                for name, value in result.parts.items():
+                    window_parts[name] = window_parts.get(name, 0.0) + value
             else:
                 log.warn(f"iteration {iteration}: non-finite loss or gradient, step skipped "
                          f"({guard.consecutive} in a row, {guard.skipped_total} in total)")
@@ -242,15 +254,21 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
                 n = max(1, window_iters)
                 its = n / elapsed if elapsed > 0 else 0.0
                 mean_loss = window_loss / window_steps if window_steps else float("nan")
+                # Several terms (or a discriminator): each one's mean, which the single-term log would only repeat.
+                mean_parts = {k: v / window_steps for k, v in window_parts.items()} if len(window_parts) > 1 else {}
+                parts_text = f" ({', '.join(f'{k} {v:.5f}' for k, v in mean_parts.items())})" if mean_parts else ""
                 log.info(
-                    f"iter {iteration:>8d}/{t.iterations} | loss {mean_loss:.5f} | lr {lr_now:.3e} | "
+                    f"iter {iteration:>8d}/{t.iterations} | loss {mean_loss:.5f}{parts_text} | lr {lr_now:.3e} | "
                     f"{its:.2f} it/s | data {window_data_time / n * 1000:.1f} ms/it"
                 )
                 log.scalars(iteration, {
                     "train/loss": mean_loss, "train/lr": lr_now, "train/it_per_s": its,
                     "train/data_time_ms": window_data_time / n * 1000, "train/skipped_steps": guard.skipped_total,
+                    **{f"train/loss_{k}": v for k, v in mean_parts.items()},
+                    **{f"train/{k}": v for k, v in step_rates.items()},
                 })
                 window_loss, window_steps, window_iters, window_data_time = 0.0, 0, 0, 0.0
+                window_parts = {}
                 window_start = time.perf_counter()
 
             # Decided from the config, identically on every rank (only rank 0 holds the sets and validates).
@@ -321,7 +339,7 @@ def _checkpoint_state(config, iteration, data_position, raw_model, ema, optimize
         "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
-        "scaler": step.scaler.state_dict() if step.scaler.is_enabled() else {},
+        **step.state_dict(),  # "scaler"; with a gan loss also "discriminator" (weights, optimiser, schedule)
         "guard": guard.state_dict(),
         "rng": capture_rng(),
         "best_psnr": best_psnr,

@@ -1,19 +1,23 @@
 """One optimisation step: forward under the chosen precision, backward, clip, NaN/Inf verdict, update, EMA.
 
 Kept apart from the loop so that the numerics (autocast, GradScaler, clipping, the shared skip decision under DDP)
-live in one short function that tests can drive directly.
+live in one short function that tests can drive directly. With a gan loss term the step also owns the
+discriminator's update (``adversarial.Adversary``): the loop sees the second network only through
+``state_dict()`` / ``load_state_dict()`` and ``set_iteration()``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .adversarial import Adversary
 from .distributed import DistContext, all_ranks_true
 from .ema import ModelEMA
+from .losses import LossSet
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
 class StepResult:
     loss: float
     applied: bool  # False when the step was skipped because something was not finite
+    parts: dict[str, float] = field(default_factory=dict)  # each weighted term, and the discriminator's losses
 
 
 class TrainStep:
@@ -58,7 +63,7 @@ class TrainStep:
         self,
         model: nn.Module,  # what to call: possibly DDP- and/or compile-wrapped
         raw_model: nn.Module,  # the plain network, for EMA
-        loss_fn: nn.Module,
+        loss_fn: LossSet | nn.Module,  # a LossSet, or any (sr, hr) -> scalar
         optimizer: torch.optim.Optimizer,
         ema: ModelEMA,
         precision: Precision,
@@ -66,10 +71,11 @@ class TrainStep:
         grad_clip: float | None,
         dist_ctx: DistContext,
         memory_format: torch.memory_format,
+        adversary: Adversary | None = None,  # the discriminator's update, with a gan term in the losses
     ) -> None:
         self.model = model
         self.raw_model = raw_model
-        self.loss_fn = loss_fn
+        self.losses = LossSet.of(loss_fn)
         self.optimizer = optimizer
         self.ema = ema
         self.precision = precision
@@ -77,6 +83,7 @@ class TrainStep:
         self.grad_clip = grad_clip
         self.dist_ctx = dist_ctx
         self.memory_format = memory_format
+        self.adversary = adversary
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
         self._params = [p for p in raw_model.parameters() if p.requires_grad]
 
@@ -85,33 +92,89 @@ class TrainStep:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype)
 
+    def describe(self) -> str:
+        """The objective in words, for the run's log."""
+        text = " + ".join(f"{weight:g} * {name}" for name, weight, _ in self.losses.terms)
+        return text if self.adversary is None else f"{text} | discriminator: {self.adversary.describe()}"
+
+    def set_iteration(self, iteration: int) -> dict[str, float]:
+        """Rates of the step's own networks for this iteration (the loop schedules the generator itself)."""
+        if self.adversary is None:
+            return {}
+        return {"lr_discriminator": self.adversary.set_iteration(iteration)}
+
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> StepResult:
         lr = lr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         hr = hr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.adversary is not None:
+            self.adversary.snapshot()
         with self._autocast():
             sr = self.model(lr)
-        loss = self.loss_fn(sr, hr)
+        out = self.losses(sr, hr)
+        loss = out.total
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # no-op when the scaler is disabled
         # The total norm doubles as the finiteness test of every gradient; max_norm=inf leaves them unchanged.
         max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
+        d_parts: dict[str, torch.Tensor] = {}
+        if self.adversary is not None:  # both networks' gradients exist before anything moves
+            d_finite, d_parts = self.adversary.backward(sr, hr)
         if self.precision.use_scaler:
             # fp16: overflowing gradients are routine while the scale calibrates; GradScaler skips those steps
             # itself, so only a non-finite loss counts against the guard.
-            finite = all_ranks_true(torch.isfinite(loss.detach()), self.dist_ctx)
+            verdict = torch.isfinite(loss.detach())
+            if self.adversary is not None:
+                verdict = verdict & d_finite
+            finite = all_ranks_true(verdict, self.dist_ctx)
             scale_before = self.scaler.get_scale()
             if finite:
                 self.scaler.step(self.optimizer)
+                if self.adversary is not None:
+                    self.adversary.step()  # float32 and unscaled: GradScaler's skips are the generator's only
             self.scaler.update()
             # GradScaler lowers its scale exactly when it skipped the step: the EMA must not follow a non-step.
             stepped = finite and self.scaler.get_scale() >= scale_before
         else:
-            finite = all_ranks_true(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), self.dist_ctx)
+            verdict = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+            if self.adversary is not None:
+                verdict = verdict & d_finite
+            finite = all_ranks_true(verdict, self.dist_ctx)
             if finite:
                 self.optimizer.step()
+                if self.adversary is not None:
+                    self.adversary.step()
             stepped = finite
+        if not finite and self.adversary is not None:
+            self.adversary.restore()
         if stepped:
             self.ema.update(self.raw_model)
-        return StepResult(loss=float(loss.detach()), applied=finite)
+        value = float(loss.detach())
+        if len(out.parts) == 1 and not d_parts:  # the plain default: no second sync for the same number
+            parts = dict.fromkeys(out.parts, value)
+        else:
+            parts = {name: float(v.detach()) for name, v in {**out.parts, **d_parts}.items()}
+        return StepResult(loss=value, applied=finite, parts=parts)
+
+    def state_dict(self) -> dict:
+        """What the checkpoint holds of the step: the grad scaler, and the discriminator's state with a gan term."""
+        state: dict = {"scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
+        if self.adversary is not None:
+            state["discriminator"] = self.adversary.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> list[str]:
+        """Restore from a checkpoint's dict; returns warnings (a discriminator missing from it, or not wanted)."""
+        notes = []
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.adversary is not None:
+            if "discriminator" in state:
+                self.adversary.load_state_dict(state["discriminator"])
+            else:
+                notes.append("the checkpoint holds no discriminator (it was trained without a gan loss): "
+                             "the discriminator starts freshly initialised")
+        elif "discriminator" in state:
+            notes.append("the checkpoint's discriminator is dropped (train.losses has no gan term now)")
+        return notes

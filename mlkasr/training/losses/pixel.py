@@ -1,11 +1,9 @@
-"""Pixel losses for SR training, chosen by name in ``train.loss``."""
+"""Pixel losses: L1 and Charbonnier, in float32 whatever the autocast dtype of the output."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from ..config import TrainConfig
 
 
 class CharbonnierLoss(nn.Module):
@@ -25,11 +23,3 @@ class L1Loss(nn.Module):
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.l1_loss(sr.float(), hr.float())
-
-
-def build_loss(config: TrainConfig) -> nn.Module:
-    if config.loss == "l1":
-        return L1Loss()
-    if config.loss == "charbonnier":
-        return CharbonnierLoss(config.charbonnier_eps)
-    raise ValueError(f"unknown loss {config.loss!r}")  # the config loader only lets the names above through

@@ -1,0 +1,85 @@
+"""The discriminator's side of GAN training: its update, optimiser, learning-rate schedule and checkpoint state.
+
+Owned by the ``TrainStep`` (never by the loop): the step computes both networks' gradients before deciding, so a
+non-finite value on either side skips the whole step (neither network moves, and the spectral-norm power-iteration
+vectors are put back as they were). The update follows Real-ESRGAN: HR is "real", the step's SR (detached, from
+before the generator's update) is "fake", one backward each (each DDP forward gets its own backward). Between
+updates the discriminator's parameters are frozen, so the generator's gan term puts no gradient into them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from .distributed import DistContext, wrap_ddp
+from .losses import LossSet, fake_loss, real_loss
+from .optim import make_optimizer
+from .schedule import LRSchedule
+
+
+class Adversary:
+    def __init__(self, discriminator: nn.Module, config: TrainConfig, ctx: DistContext, device: torch.device) -> None:
+        d = config.discriminator
+        self.network = discriminator  # the plain module: what the gan term calls and the checkpoint holds
+        self.optimizer = make_optimizer(discriminator, d.optimizer, d.lr, d.betas, d.weight_decay)
+        self.schedule = LRSchedule(self.optimizer, d.schedule, d.lr, config.iterations)
+        self._params = [p for p in discriminator.parameters() if p.requires_grad]
+        self.runner = wrap_ddp(discriminator, ctx, device)  # DDP registers the parameters while they are trainable
+        discriminator.requires_grad_(False).train()  # train mode: each forward refines the spectral norm
+        self._saved_buffers: list[torch.Tensor] = []
+
+    def describe(self) -> str:
+        n_params = sum(p.numel() for p in self.network.parameters())
+        group = self.optimizer.param_groups[0]
+        return (f"{type(self.network).__name__} ({n_params:,} parameters), {type(self.optimizer).__name__} "
+                f"lr {self.schedule.base_lr:g} betas {tuple(group['betas'])}")
+
+    def set_iteration(self, iteration: int) -> float:
+        return self.schedule.step(iteration)
+
+    def snapshot(self) -> None:
+        """Remember the buffers (the ``_u`` / ``_v`` vectors every training-mode forward advances)."""
+        self._saved_buffers = [b.detach().clone() for b in self.network.buffers()]
+
+    def restore(self) -> None:
+        """Put the snapshot back: a skipped step leaves the discriminator exactly as it was."""
+        with torch.no_grad():
+            for buffer, saved in zip(self.network.buffers(), self._saved_buffers):
+                buffer.copy_(saved)
+
+    def backward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Gradients of the discriminator's loss; returns (all finite, {"d_real": ..., "d_fake": ...})."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._params:
+            p.requires_grad_(True)
+        try:
+            loss_real = real_loss(self.runner(hr.float()))
+            loss_real.backward()
+            loss_fake = fake_loss(self.runner(sr.detach().float()))
+            loss_fake.backward()
+        finally:
+            for p in self._params:
+                p.requires_grad_(False)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, float("inf"))  # leaves them as they are
+        finite = torch.isfinite(loss_real.detach()) & torch.isfinite(loss_fake.detach()) & torch.isfinite(grad_norm)
+        return finite, {"d_real": loss_real.detach(), "d_fake": loss_fake.detach()}
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+
+def build_adversary(losses: LossSet, config: TrainConfig, ctx: DistContext, device: torch.device) -> Adversary | None:
+    """The discriminator's update for a loss set with a gan term; None without one."""
+    discriminator = losses.discriminator
+    return None if discriminator is None else Adversary(discriminator, config, ctx, device)
