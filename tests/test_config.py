@@ -121,7 +121,7 @@ def test_file_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     c = load_config(path)
-    if path.name != "quickstart.yaml":
+    if path.name not in ("quickstart.yaml", "man-tiny_x4_gan.yaml"):  # the paper's recipe (the GAN one: test_losses)
         assert (c.train.batch_size, c.data.train.patch_size, c.train.lr, c.train.betas) == (32, 64, 5e-4, [0.9, 0.99])
         assert c.train.schedule.milestones == [800_000, 1_200_000, 1_400_000, 1_500_000]
         assert (c.train.iterations, c.train.ema_decay, c.train.loss) == (1_600_000, 0.999, "l1")
