@@ -7,6 +7,7 @@ everything trains man-tiny x2 on tiny generated images (LR patch 12 or 16, batch
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def test_the_default_objective_is_the_plain_l1_tensor_itself():
     legacy = config_from_dict({"train": {"loss": "charbonnier", "charbonnier_eps": 0.5}}).train
     assert [(t.kind, t.eps) for t in loss_terms(legacy)] == [("charbonnier", None)]
     assert build_loss_set(legacy)(sr * 0, sr * 0).total.item() == pytest.approx(0.5)
-    both = build_loss_set(config_from_dict({}, ["train.losses=[{kind: l1, weight: 2}, {kind: charbonnier, eps: 1}]"]).train)
+    both = config_from_dict({}, ["train.losses=[{kind: l1, weight: 2}, {kind: charbonnier, eps: 1}]"]).train
+    both = build_loss_set(both)
     out = both(sr, hr)
     l1 = F.l1_loss(sr, hr)
     assert out.parts["l1"].item() == pytest.approx(2 * l1.item())
@@ -115,14 +117,16 @@ def test_the_default_objective_is_the_plain_l1_tensor_itself():
     ("[{kind: l1}, {kind: l1, weight: 2}]", (), r"train\.losses\[1\]\.kind: l1 is already train\.losses\[0\]"),
     ("[{kind: perceptal}]", (), r"train\.losses\[0\]\.kind: expected one of .*did you mean 'perceptual'"),
     ("[{kind: perceptual}]", (), r"train\.losses\[0\]\.vgg_weights: is required.*vgg19-dcbb9e9d\.pth"),
-    ("[{kind: l1, vgg_weights: v.pth}]", (), r"train\.losses\[0\]\.vgg_weights: is an option of kind perceptual, not of l1"),
+    ("[{kind: l1, vgg_weights: v.pth}]", (),
+     r"train\.losses\[0\]\.vgg_weights: is an option of kind perceptual, not of l1"),
     ("[{kind: l1, weight: -1}]", (), r"train\.losses\[0\]\.weight: must be a positive number, got -1"),
     ("[{kind: l1}]", ("train.loss=charbonnier",), r"train\.loss: charbonnier is set together with train\.losses"),
     ("[{kind: perceptual, vgg_weights: v.pth, layer_weights: {conv6_1: 1}}]", (),
      r"unknown key 'train\.losses\[0\]\.layer_weights\.conv6_1'; did you mean"),
     ("[{kind: perceptual, vgg_weights: v.pth, layer_weights: {conv5_4: 0}}]", (),
      r"train\.losses\[0\]\.layer_weights: gives no layer a positive weight"),
-    ("[{kind: l1}, {kind: gan}]", ("data.train.patch_size=13",), r"data\.train\.patch_size: .* \(patch_size x scale = 26\) must be a multiple of 8"),
+    ("[{kind: l1}, {kind: gan}]", ("data.train.patch_size=13",),
+     r"data\.train\.patch_size: .* \(patch_size x scale = 26\) must be a multiple of 8"),
     ("[{kind: gan}]", ("train.discriminator.lr=0",), r"train\.discriminator\.lr: must be positive"),
     ("[{kind: gan}]", ("train.discriminator.schedule.milestones=[5, 2]",),
      r"train\.discriminator\.schedule\.milestones: must be strictly increasing"),
@@ -204,8 +208,8 @@ def test_a_training_step_with_the_perceptual_loss(data_dir, vgg_file, tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "loss: 1 * l1 + 0.01 * perceptual" in log
     line = next(line for line in log.splitlines() if "iter        2/2" in line)
-    total, l1, perceptual = (float(v) for v in
-                             __import__("re").search(r"loss ([\d.]+) \(l1 ([\d.]+), perceptual ([\d.]+)\)", line).groups())
+    found = re.search(r"loss ([\d.]+) \(l1 ([\d.]+), perceptual ([\d.]+)\)", line)
+    total, l1, perceptual = (float(v) for v in found.groups())
     assert perceptual > 0 and total == pytest.approx(l1 + perceptual, abs=2e-5)
 
 
@@ -248,7 +252,8 @@ def _snapshot(step, model, adversary) -> dict:
     import copy
 
     return copy.deepcopy({"g": model.state_dict(), "ema": step.ema.state_dict(), "d": adversary.network.state_dict(),
-                          "g_opt": step.optimizer.state_dict()["state"], "d_opt": adversary.optimizer.state_dict()["state"]})
+                          "g_opt": step.optimizer.state_dict()["state"],
+                          "d_opt": adversary.optimizer.state_dict()["state"]})
 
 
 def _unchanged(before: dict, after: dict) -> bool:
