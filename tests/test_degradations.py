@@ -269,3 +269,26 @@ def test_eval_cli_records_the_degradation(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mlkasr", "eval", "--model", "man-tiny_x4", "--data", str(SET5),
                           "--degrade", "jpeg=400"], capture_output=True, text=True)
     assert bad.returncode == 2 and "quality must be in 1-100" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_workers_fork_safely_after_the_parent_used_opencvs_thread_pool():
+    """A parent that has run OpenCV's threaded resize/filter (its pool started) must still get batches from forked
+    workers: without the single-thread setting before the fork, the workers' first cv2 call hung for good."""
+    code = (
+        "import cv2, numpy as np\n"
+        "from pathlib import Path\n"
+        "from mlkasr.config.schema import DegradationConfig\n"
+        "from mlkasr.data import HrOnlySource, PairedPatchDataset, build_loader\n"
+        "from mlkasr.data.degradations import Degradation\n"
+        "cv2.setNumThreads(2)\n"
+        "image = np.random.rand(1024, 1024, 3).astype(np.float32)\n"
+        "for _ in range(3):\n"
+        "    cv2.filter2D(image, -1, np.ones((21, 21), np.float32) / 441); cv2.resize(image, (300, 300))\n"
+        f"dataset = PairedPatchDataset(HrOnlySource(Path({str(T91)!r})), 4, 16, seed=5, "
+        "degradation=Degradation(DegradationConfig(preset='realesrgan')))\n"
+        "batch = next(iter(build_loader(dataset, 4, num_workers=2, multiprocessing_context='fork')))\n"
+        "print(tuple(batch['lr'].shape))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(4, 3, 16, 16)"

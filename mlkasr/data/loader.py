@@ -75,6 +75,13 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, start:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size=}, {num_workers=}")
     seed = getattr(dataset, "seed", 0) if seed is None else seed
     workers_on = num_workers > 0
+    if workers_on:
+        # OpenCV's thread pool does not survive fork: once the parent has used it (a resize or filter, e.g. by the
+        # degradations or a comparison picture), a forked worker's first cv2 call hangs for good. A single-thread
+        # setting made in the parent before the fork is what the workers inherit, and they never touch the pool.
+        import cv2
+
+        cv2.setNumThreads(1)
     return DataLoader(
         dataset,
         batch_size=batch_size,
