@@ -53,11 +53,15 @@ def augment(image: np.ndarray, draw: Draw) -> np.ndarray:
     return image
 
 
+def _unit_scale(dtype: np.dtype) -> np.float32:
+    """The factor that maps uint8/uint16 pixel values to [0, 1]."""
+    return np.float32(1.0 / (65535.0 if dtype == np.uint16 else 255.0))
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWxC uint8/uint16 -> CxHxW float32 in [0, 1]."""
-    peak = 65535.0 if image.dtype == np.uint16 else 255.0
     chw = image.transpose(2, 0, 1).astype(np.float32)  # one copy: converts and makes CHW contiguous
-    chw *= np.float32(1.0 / peak)  # numpy, not torch: no intra-op thread pool in a loader worker
+    chw *= _unit_scale(image.dtype)  # numpy, not torch: no intra-op thread pool in a loader worker
     return torch.from_numpy(chw)
 
 
@@ -176,8 +180,7 @@ class PairedPatchDataset(Dataset):
         region = hr[top * s : bottom * s, left * s : right * s]
         pads = ((draw.top - m - top) * -s, (draw.top + p + m - bottom) * s,
                 (draw.left - m - left) * -s, (draw.left + p + m - right) * s)
-        peak = 65535.0 if region.dtype == np.uint16 else 255.0
-        region = region.astype(np.float32) * np.float32(1.0 / peak)
+        region = region.astype(np.float32) * _unit_scale(region.dtype)
         if any(pads):
             region = np.pad(region, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)), mode="reflect")
         rng = np.random.default_rng([self.seed, _DEGRADE_STREAM, draw.index])

@@ -118,33 +118,25 @@ class TrainStep:
         # The total norm doubles as the finiteness test of every gradient; max_norm=inf leaves them unchanged.
         max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
-        d_parts: dict[str, torch.Tensor] = {}
+        d_finite, d_parts = None, {}
         if self.adversary is not None:  # both networks' gradients exist before anything moves
             d_finite, d_parts = self.adversary.backward(sr, hr)
         if self.precision.use_scaler:
             # fp16: overflowing gradients are routine while the scale calibrates; GradScaler skips those steps
             # itself, so only a non-finite loss counts against the guard.
-            verdict = torch.isfinite(loss.detach())
-            if self.adversary is not None:
-                verdict = verdict & d_finite
-            finite = all_ranks_true(verdict, self.dist_ctx)
+            finite = self._all_finite(torch.isfinite(loss.detach()), d_finite)
             scale_before = self.scaler.get_scale()
             if finite:
                 self.scaler.step(self.optimizer)
-                if self.adversary is not None:
-                    self.adversary.step()  # float32 and unscaled: GradScaler's skips are the generator's only
+                self._step_discriminator()  # float32 and unscaled: GradScaler's skips are the generator's only
             self.scaler.update()
             # GradScaler lowers its scale exactly when it skipped the step: the EMA must not follow a non-step.
             stepped = finite and self.scaler.get_scale() >= scale_before
         else:
-            verdict = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
-            if self.adversary is not None:
-                verdict = verdict & d_finite
-            finite = all_ranks_true(verdict, self.dist_ctx)
+            finite = self._all_finite(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), d_finite)
             if finite:
                 self.optimizer.step()
-                if self.adversary is not None:
-                    self.adversary.step()
+                self._step_discriminator()
             stepped = finite
         if not finite and self.adversary is not None:
             self.adversary.restore()
@@ -156,6 +148,15 @@ class TrainStep:
         else:
             parts = {name: float(v.detach()) for name, v in {**out.parts, **d_parts}.items()}
         return StepResult(loss=value, applied=finite, parts=parts)
+
+    def _all_finite(self, generator_finite: torch.Tensor, discriminator_finite: torch.Tensor | None) -> bool:
+        """One verdict for the whole step, on every rank: a failure in either network skips both."""
+        verdict = generator_finite if discriminator_finite is None else generator_finite & discriminator_finite
+        return all_ranks_true(verdict, self.dist_ctx)
+
+    def _step_discriminator(self) -> None:
+        if self.adversary is not None:
+            self.adversary.step()
 
     def state_dict(self) -> dict:
         """What the checkpoint holds of the step: the grad scaler, and the discriminator's state with a gan term."""
