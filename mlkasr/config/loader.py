@@ -141,16 +141,14 @@ def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
 
 
 def _as_number(value: object) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, (int, float)):
+    try:
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except ValueError:
+        return None
+    except OverflowError:  # an integer beyond any float: as out of range as an infinity
+        return math.inf
 
 
 def from_dict(cls: type[T], raw: Any, source: str = "config", path: str = "") -> T:
@@ -231,16 +229,19 @@ def check_config(config: Config, source: str = "config") -> None:
             fail(key, f"must be at least 1, got {value}")
     if config.data.train.num_workers < 0:
         fail("data.train.num_workers", f"must be 0 or more, got {config.data.train.num_workers}")
-    if not t.lr > 0:
-        fail("train.lr", f"must be positive, got {t.lr}")
-    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
-        fail("train.betas", f"expected two numbers in [0, 1), got {t.betas}")
+    _check_optimizer(t, "train", fail)
+    for key, seed in (("train.seed", t.seed), ("data.train.seed", config.data.train.seed)):
+        if not 0 <= seed <= _INT64_MAX:
+            fail(key, f"expected an integer in [0, {_INT64_MAX}], got {seed}")
+    if not t.charbonnier_eps > 0:
+        fail("train.charbonnier_eps", f"must be positive, got {t.charbonnier_eps}")
     if not 0 <= t.ema_decay < 1:
         fail("train.ema_decay", f"expected a number in [0, 1), got {t.ema_decay}")
     if t.grad_clip is not None and not t.grad_clip > 0:
         fail("train.grad_clip", f"must be positive or null, got {t.grad_clip}")
-    _check_schedule(t.schedule, "train.schedule", t.iterations, fail)
+    _check_schedule(t.schedule, "train.schedule", t.iterations, t.lr, fail)
     _check_losses(config, fail)
+    _check_degradation(config, fail)
     if config.data.val_max_images is not None and config.data.val_max_images < 1:
         fail("data.val_max_images", f"must be at least 1 or null, got {config.data.val_max_images}")
     for i, val in enumerate(config.data.val):
@@ -248,16 +249,46 @@ def check_config(config: Config, source: str = "config") -> None:
             fail(f"data.val[{i}].path", "is required: a folder with HR/ inside")
 
 
-def _check_schedule(s, key: str, iterations: int, fail) -> None:
+def _check_optimizer(o, key: str, fail) -> None:
+    """The optimiser settings that the generator (``train``) and the discriminator share."""
+    if not o.lr > 0:
+        fail(f"{key}.lr", f"must be positive, got {o.lr}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        fail(f"{key}.betas", f"expected two numbers in [0, 1), got {o.betas}")
+    if not o.weight_decay >= 0:
+        fail(f"{key}.weight_decay", f"must be 0 or more, got {o.weight_decay}")
+
+
+def _check_degradation(config: Config, fail) -> None:
+    """The degradation section completed from its preset: probabilities in [0, 1], ordered ranges."""
+    if config.data.train.degradation is None:
+        return
+    from ..data.degradations import resolve_degradation
+
+    try:
+        resolve_degradation(config.data.train.degradation)
+    except MlkasrError as exc:  # its message starts with the dotted key
+        key, _, message = str(exc).partition(": ")
+        fail(key, message)
+
+
+def _check_schedule(s, key: str, iterations: int, lr: float, fail) -> None:
     for prev, cur in zip(s.milestones, s.milestones[1:]):
         if cur <= prev:
             # The official MAN config's 140000-for-1400000 typo looks exactly like this.
             fail(f"{key}.milestones", f"must be strictly increasing; {cur} follows {prev} (a missing zero?)")
     if any(m < 1 for m in s.milestones):
         fail(f"{key}.milestones", f"must be positive iteration numbers, got {s.milestones}")
-    if s.warmup_iterations < 0 or s.warmup_iterations >= iterations:
-        fail(f"{key}.warmup_iterations", f"must be in [0, train.iterations), got {s.warmup_iterations}")
+    if s.warmup_iterations < 0:  # one longer than the run is clamped to iterations - 1 (training/schedule.py)
+        fail(f"{key}.warmup_iterations", f"must be 0 or more, got {s.warmup_iterations}")
+    if not 0 < s.gamma <= 1:  # the rate is multiplied by it at each milestone: a decay, never a sign flip
+        fail(f"{key}.gamma", f"expected a factor in (0, 1], got {s.gamma}")
+    if not 0 <= s.min_lr <= lr:  # cosine ends there; above the peak it would rise instead of decay
+        fail(f"{key}.min_lr", f"expected a rate in [0, the peak lr {lr:g}], got {s.min_lr}")
 
+
+# Real-ESRGAN's is 64 (4.4 M parameters); 512 is 280 M (1.1 GB, 4x that with Adam): wider is a typo, not a design.
+MAX_DISCRIMINATOR_FEAT = 512
 
 # Options of a loss term that only one kind reads: set on another kind they would be silently ignored.
 _TERM_OPTIONS = {"eps": "charbonnier", "vgg_weights": "perceptual", "layer_weights": "perceptual"}
@@ -301,13 +332,10 @@ def _check_losses(config: Config, fail) -> None:
             fail("data.train.patch_size", f"with a gan loss the HR patch (patch_size x scale = {hr_patch}) must be "
                                           "a multiple of 8: the U-Net discriminator halves it three times")
     d = t.discriminator
-    if d.num_feat < 1:
-        fail("train.discriminator.num_feat", f"must be at least 1, got {d.num_feat}")
-    if not d.lr > 0:
-        fail("train.discriminator.lr", f"must be positive, got {d.lr}")
-    if len(d.betas) != 2 or not all(0 <= b < 1 for b in d.betas):
-        fail("train.discriminator.betas", f"expected two numbers in [0, 1), got {d.betas}")
-    _check_schedule(d.schedule, "train.discriminator.schedule", t.iterations, fail)
+    if not 1 <= d.num_feat <= MAX_DISCRIMINATOR_FEAT:  # its widest layer has 8x as many channels
+        fail("train.discriminator.num_feat", f"expected an integer in [1, {MAX_DISCRIMINATOR_FEAT}], got {d.num_feat}")
+    _check_optimizer(d, "train.discriminator", fail)
+    _check_schedule(d.schedule, "train.discriminator.schedule", t.iterations, d.lr, fail)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -350,26 +378,33 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _within_int64(value, source, path)
         # 1.6e6 is a float to YAML, and "1e6" (no dot) a string: both name a whole number of iterations.
         number = _as_number(value)
         if number is not None and number.is_integer():
-            return int(number)
+            return _within_int64(int(number), source, path)
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads "5e-4" (no dot) as a string; accept what any reader would call a number.
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _as_number(value)  # PyYAML reads "5e-4" (no dot) as a string: accept what any reader calls a number
+        if number is not None:
+            if not math.isfinite(number):  # every float field: a NaN or an infinity reaches the weights otherwise
+                raise ConfigError(f"{source}: {path}: expected a finite number, got {number}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - a schema type the loader does not know is a programming error
         raise TypeError(f"unsupported schema type {tp!r} at {path}")
     raise ConfigError(f"{source}: {path}: expected {_type_name(tp)}, got {_describe(value)}")
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _within_int64(value: int, source: str, path: str) -> int:
+    """Every integer field fits a signed 64-bit integer (what torch and numpy take); 1e20 does not."""
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise ConfigError(f"{source}: {path}: expected an integer within 64 bits (at most {_INT64_MAX}), got {value}")
+    return value
 
 
 def _strip_optional(tp: Any) -> Any:

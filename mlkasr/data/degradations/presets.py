@@ -9,6 +9,7 @@ keeps clean bicubic LR within its distribution, so a model trained on it stays g
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ...config.schema import (
     BlurConfig,
@@ -95,20 +96,23 @@ def _fail(key: str, message: str) -> None:
     raise MlkasrError(f"data.train.degradation.{key}: {message}")
 
 
+# Comparisons are written so that NaN fails them (every comparison with NaN is false) and infinity exceeds the top.
+
+
 def _check_prob(key: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         _fail(key, f"is a probability, expected a number in [0, 1], got {value}")
 
 
-def _check_range(key: str, value: list, low: float, high: float | None = None) -> None:
-    if len(value) != 2 or value[0] > value[1] or value[0] < low or (high is not None and value[1] > high):
-        upper = "" if high is None else f" and at most {high}"
+def _check_range(key: str, value: list, low: float, high: float = math.inf) -> None:
+    if len(value) != 2 or not (low <= value[0] <= value[1] <= high and math.isfinite(value[1])):
+        upper = "" if high == math.inf else f" and at most {high}"
         _fail(key, f"expected [min, max] with min <= max, at least {low}{upper}, got {value}")
 
 
 def _check_distribution(key: str, probs: list, length: int) -> None:
-    if len(probs) != length or any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
-        _fail(key, f"expected {length} non-negative probabilities summing to 1, got {probs}")
+    if len(probs) != length or not all(0 <= p <= 1 for p in probs) or not abs(sum(probs) - 1.0) <= 1e-6:
+        _fail(key, f"expected {length} probabilities in [0, 1] summing to 1, got {probs}")
 
 
 def check_degradation(config: DegradationConfig) -> None:
