@@ -94,7 +94,8 @@ def choose_threads(requested: int | None = None, loader_workers: int = 0, sample
         parts[-1] = f"({parts[-1]}) / {processes} processes on this machine"
     if loader_workers:
         parts.append(f"{loader_workers} loader worker{'s' if loader_workers > 1 else ''}")
-    return ThreadChoice(threads, " - ".join(parts) + "; --threads N to change", automatic=True)
+    floor = ", none left: the minimum of 1" if threads > (len(cores) - taken) // max(1, processes) - loader_workers else ""
+    return ThreadChoice(threads, " - ".join(parts) + floor + "; --threads N to change", automatic=True)
 
 
 def _default_threads(cores: int, taken: int, loader_workers: int, processes: int) -> int:

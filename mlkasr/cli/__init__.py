@@ -32,10 +32,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_threads_option(parser: argparse.ArgumentParser) -> None:
+def add_threads_option(parser: argparse.ArgumentParser, loader_workers: bool = False) -> None:
+    less = ", less its data-loader workers" if loader_workers else ""
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="intra-op CPU threads (default: the usable cores not busy with other processes, less "
-                             "loader workers; OMP_NUM_THREADS also sets it)")
+                        help=f"intra-op CPU threads (default: the usable cores not busy with other processes{less}; "
+                             "OMP_NUM_THREADS also sets it)")
+
+
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available, else cpu)"
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars and no per-file lines; the summary, warnings and errors are still shown")
+
+
+def default_device(requested: str | None, backend: str | None = None) -> str:
+    """``--device``, else cuda when available (as ``mlkasr train``), else cpu; the ONNX backends run on the CPU."""
+    if requested is not None:
+        return requested
+    if backend not in (None, "torch"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # mlkasr.inference.backends.BACKENDS (a test keeps them equal), spelt out so that --help need not import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_threads_option, set_threads
+from . import add_threads_option, default_device, set_threads
 
 HELP = "time training steps, inference and data loading per model and path (reference, eager, channels_last, compile, autocast)"
 
@@ -18,7 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=4, choices=(2, 3, 4), help="upscaling factor (default: 4)")
     parser.add_argument("--what", nargs="+", default=["train", "infer"], choices=("train", "infer", "data"),
                         help="training step, inference pass and/or data loader (default: train infer)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda when available, else cpu; cpu for the onnxruntime and "
+                             "openvino paths)")
     parser.add_argument("--paths", nargs="+", metavar="PATH",
                         help="execution paths (default: every path worth timing on the device; see the table)")
     parser.add_argument("--batch", type=int, default=16, help="training and loader batch size (default: 16)")
@@ -28,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per path; the median is reported (default: 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per path first (default: 2)")
     parser.add_argument("--data-dir", type=Path, default=_DEFAULT_DATA if _DEFAULT_DATA.is_dir() else None,
-                        help="folder of HR images for --what data (default: ../shared/data/train if present)")
+                        help="folder of HR images for --what data, e.g. datasets/samples/T91")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory probes (each path runs once more in a fresh process)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
@@ -51,14 +53,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..bench import BenchConfig, format_table, run_benchmarks, write_json
+    from ..bench.paths import PATHS
+
+    cpu_only = any(name in PATHS and PATHS[name].backend is not None for name in args.paths or ())
+    device = default_device(args.device, "onnxruntime" if cpu_only else None)
 
     config = BenchConfig(
-        models=tuple(args.models), scale=args.scale, what=tuple(args.what), device=args.device,
+        models=tuple(args.models), scale=args.scale, what=tuple(args.what), device=device,
         batch=args.batch, patch=args.patch, infer_size=args.infer_size[0], infer_width=args.infer_size[1],
         repeats=args.repeats, warmup=args.warmup,
         paths=tuple(args.paths) if args.paths else None, data_dir=args.data_dir, memory=not args.no_memory,
     )
-    print(f"threads: {set_threads(args).describe()}", file=sys.stderr)
+    print(f"device: {device}; threads: {set_threads(args).describe()}", file=sys.stderr)
     rows = run_benchmarks(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import add_backend_option, add_threads_option, set_threads
+from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
 
 HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
 
@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
     parser.add_argument("--tile", type=int, metavar="N", help="run the model on N x N LR tiles (bounded memory)")
     parser.add_argument("--tile-overlap", type=int, metavar="K", help="LR pixels shared by neighbouring tiles (default: the engine's measured default)")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
     add_backend_option(parser)
     parser.add_argument("--degrade", metavar="SPEC", help='degrade every LR before upscaling, e.g. "jpeg=40,noise=5" (keys: blur=SIGMA, noise=SIGMA on 0-255, jpeg=QUALITY, seed=N; applied blur, noise, jpeg; fixed seed); recorded in --json')
@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file and saved images (default: refuse)")
     parser.add_argument("--verbose", action="store_true", help="add one row per image to the table")
+    add_quiet_option(parser)
     add_threads_option(parser)
 
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     total = sum(len(s) for s in sets)
     started = time.perf_counter()
-    with tqdm(total=total, unit="img", desc="eval", leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="img", desc="eval", leave=False, dynamic_ncols=True, disable=args.quiet) as bar:
 
         def on_image(dataset, image, result) -> None:
             bar.set_postfix_str(f"{dataset}/{image.name}", refresh=False)
@@ -123,7 +124,7 @@ def _build_upscaler(args: argparse.Namespace):
     if args.scale is not None and args.scale != model.scale:
         raise MlkasrError(f"--scale {args.scale} disagrees with {args.model}, which is a x{model.scale} model")
     options = InferenceOptions(
-        device=args.device or "cpu",
+        device=default_device(args.device, args.backend),
         precision=args.precision or "fp32",
         tile=args.tile,
         tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,

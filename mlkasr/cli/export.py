@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_threads_option, set_threads
+from . import add_quiet_option, add_threads_option, set_threads
 
 HELP = "export a model to ONNX (for onnxruntime, OpenVINO, chaiNNer), checked against torch on real images"
 
@@ -16,6 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="float16 weights, input and output (half the size, for GPU runtimes); must match torch "
                              "within 2/255 instead of 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
+    add_quiet_option(parser)
     add_threads_option(parser)
 
 
@@ -37,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     precision = "fp16" if args.fp16 else "fp32"
     print(f"{model.spec.name} x{model.scale} from {args.model} -> {args.output} ({precision}, opset {OPSET}, "
-          f"dynamic batch/height/width; {threads})", file=sys.stderr)
+          f"dynamic batch/height/width; traced and checked on the cpu in fp32, {threads.describe()})", file=sys.stderr)
     try:
         result = export_onnx(model, args.output, fp16=args.fp16, overwrite=args.overwrite,
-                             log=lambda message: print(message, file=sys.stderr, flush=True))
+                             log=(lambda message: None) if args.quiet else
+                             (lambda message: print(message, file=sys.stderr, flush=True)))
     except ParityError as exc:  # the export ran but disagrees with torch: a failure, not a bad argument
         print(f"mlkasr export: error: {exc}", file=sys.stderr)
         return 1

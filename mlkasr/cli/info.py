@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         for spec, sets in card.degraded_scores.items():
             rows.extend((f"{name} --degrade {spec}", f"{score.psnr:.2f} dB / {score.ssim:.4f}")
                         for name, score in sets.items())
+    width = max(18, max(len(key) for key, _ in rows) + 2)  # a --degrade label is longer than the rest
     for key, value in rows:
-        print(f"{key:<18}{value}")
+        print(f"{key:<{width}}{value}")
     return 0
 
 

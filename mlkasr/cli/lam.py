@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_threads_option, set_threads
+from . import DEVICE_HELP, add_threads_option, default_device, set_threads
 
 HELP = "which input pixels a model uses for one output window (Local Attribution Map, diffusion index)"
 
@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel-size", type=int, default=9, metavar="N", help="side of the Gaussian blur kernels, odd (default: 9, as the official LAM)")
     parser.add_argument("--objective", default="gradient", choices=("gradient", "intensity"), help="what is attributed: the window's summed local gradient magnitude (default, as the official LAM) or its summed pixel values")
     parser.add_argument("--batch", type=int, default=None, metavar="N", help="path steps per forward/backward (default: from the image size; batching is not faster on CPU)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     add_threads_option(parser)
 
@@ -31,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.lam_picture import lam_picture
     from ..errors import MlkasrError
     from ..imaging.io import IMAGE_EXTENSIONS, read_rgb, write_image
+    import torch
+
+    from ..inference.engine import InferenceOptions
     from ..models import load_model
     from ..models.runtime import place_model
     from ..paths import check_output_file, file_problem, same_file
@@ -50,15 +54,19 @@ def run(args: argparse.Namespace) -> int:
     window = LamWindow(*args.window)
     image = read_rgb(args.image)
     threads = set_threads(args).describe()
+    device = default_device(args.device)
+    if InferenceOptions(device=device).device_type == "cuda" and not torch.cuda.is_available():  # a bad name raises
+        raise MlkasrError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
 
     model_name = args.model if args.model is not None else default_model_name()
-    model = place_model(load_model(model_name), "cpu")  # channels_last: 1.75x faster here (see lam.py)
+    model = place_model(load_model(model_name), device)  # on the CPU channels_last: 1.75x faster (see lam.py)
     lr, reference = lam_input(image, model.scale, args.from_hr)
     window.check_inside(reference.shape[0], reference.shape[1], model.scale)  # before any output
     shape = f"{image.shape[1]}x{image.shape[0]}"
     fed = f"HR {shape} -> LR {lr.shape[1]}x{lr.shape[0]}" if args.from_hr else f"LR {shape}"
     print(f"{model.spec.name} x{model.scale} from {model_name}; {args.image} ({fed}); window {window.size} px at "
-          f"x={window.x} y={window.y} of the {reference.shape[1]}x{reference.shape[0]} output; {threads}")
+          f"x={window.x} y={window.y} of the {reference.shape[1]}x{reference.shape[0]} output; on {device}"
+          f"{'; ' + threads if device == 'cpu' else ''}")
     start = time.perf_counter()
     result = local_attribution_map(model, lr, window, settings)
     seconds = time.perf_counter() - start

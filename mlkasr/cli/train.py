@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_threads_option, set_threads
+from . import add_quiet_option, add_threads_option, set_threads
 
 HELP = "train a MAN network from a YAML config (resumable; DDP under torchrun)"
 
@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --resume: accept a config that differs from the run's (e.g. another lr); the change is logged "
         "and recorded in RUN_DIR/config_changes.yaml",
     )
-    add_threads_option(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser, loader_workers=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     config = load_config(args.config, args.overrides)
+    if args.quiet:
+        config.logging.progress_bar = False  # logging.* may change on resume: no config change to record
     # torchrun's ranks on one machine share its cores
     from ..threads import ThreadGovernor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_backend_option, add_threads_option, set_threads
+from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
 
 HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
 
@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, metavar="N", help="tile side in LR pixels (default: 320 on CPU, from free memory on CUDA; 0 = whole image)")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="N", help="LR pixels shared by neighbouring tiles (default: 48)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp32 (default), or bf16/fp16 autocast (fp16 needs CUDA)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     add_backend_option(parser)
     parser.add_argument("--suffix", default=None, help="appended to each output file's stem (default: _x<scale>)")
     parser.add_argument("--format", default="png", choices=("png", "same"), help="output format: png (default) or the input's")
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower, slightly better)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse inputs whose header says more than N pixels (default: 40,000,000)")
     parser.add_argument("--allow-large", action="store_true", help="no pixel limit (trust the inputs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_option(parser)
     add_threads_option(parser)
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
-    options = InferenceOptions(device=args.device, precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble,
+    options = InferenceOptions(device=default_device(args.device, args.backend), precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble,
                                backend=args.backend or "torch")
     threads = set_threads(args).describe()
     model_name = args.model if args.model is not None else default_model_name(args.scale)
@@ -79,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     summary = upscale_path(upscaler, args.input, args.output, settings, progress=not args.quiet)
-    print(summary.report())
+    print(summary.report(list_written=not args.quiet))
     return summary.exit_code

@@ -110,14 +110,15 @@ class UpscaleSummary:
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
-    def report(self) -> str:
+    def report(self, list_written: bool = True) -> str:
+        """The summary line, the first written files (unless ``list_written`` is false), every skip and failure."""
         counts = {s: len(self.with_status(s)) for s in ("written", "exists", "skipped", "failed")}
         lines = [
             f"written {counts['written']}, already there {counts['exists']}, skipped {counts['skipped']}, "
             f"failed {counts['failed']} in {self.seconds:.1f} s; "
             f"{self.output_megapixels:.2f} output megapixels at {self.megapixels_per_second:.3f} MP/s"
         ]
-        written = self.written
+        written = self.written if list_written else []
         for r in written[:_LISTED_WRITTEN]:
             lines.append(f"  written: {r.source} -> {r.output}")
         if len(written) > _LISTED_WRITTEN:

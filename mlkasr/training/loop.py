@@ -41,7 +41,7 @@ from .optim import build_optimizer
 from .rng import capture_rng, restore_rng
 from .runlock import lock_run_folder
 from .runlog import BufferedLog, RunLogger
-from .schedule import LRSchedule
+from .schedule import LRSchedule, effective_warmup
 from .step import TrainStep, resolve_precision
 from .validation import SetScore, load_validation_sets, validate
 from .warmstart import check_init_weights, warm_start
@@ -126,6 +126,11 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
 
     lock = lock_run_folder(run_dir, ctx, device)  # held until the end: a second trainer here fails at once
     early = BufferedLog(ctx.is_main)  # what is said before the run folder may receive files
+    for key, schedule_config in (("train.schedule", t.schedule), ("train.discriminator.schedule", t.discriminator.schedule)):
+        if schedule_config.warmup_iterations >= t.iterations:
+            early.info(f"note: {key}.warmup_iterations {schedule_config.warmup_iterations} is not shorter than "
+                       f"train.iterations {t.iterations}: warming up over {effective_warmup(schedule_config, t.iterations)} "
+                       "iterations instead")
     try:
         store = CheckpointStore(run_dir / "checkpoints", t.keep_last, warn=early.warn)
         # Every rank reads the checkpoint itself (the run folder must be on storage all ranks see).

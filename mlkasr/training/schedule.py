@@ -17,7 +17,7 @@ from ..config import ScheduleConfig
 
 def learning_rate(schedule: ScheduleConfig, base_lr: float, total: int, iteration: int) -> float:
     """The rate for optimiser step ``iteration`` (1-based) of a run of ``total`` steps."""
-    warmup = schedule.warmup_iterations
+    warmup = effective_warmup(schedule, total)
     if warmup and iteration <= warmup:
         return base_lr * iteration / warmup
     if schedule.kind == "multistep":
@@ -26,6 +26,12 @@ def learning_rate(schedule: ScheduleConfig, base_lr: float, total: int, iteratio
         progress = min(1.0, (iteration - warmup) / max(1, total - warmup))
         return schedule.min_lr + (base_lr - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule.kind!r}")
+
+
+def effective_warmup(schedule: ScheduleConfig, total: int) -> int:
+    """The warm-up actually used: at most ``total - 1`` steps, so that a short run (``--set train.iterations=20``
+    on a config with a longer warm-up) still reaches its peak rate once; the training log notes the clamp."""
+    return max(0, min(schedule.warmup_iterations, total - 1))
 
 
 class LRSchedule:
