@@ -2,7 +2,9 @@
 
 Input files: say what a path is when it is not a readable file (a folder, a broken link, a link loop), instead of
 "no such file". Outputs: refuse, up front, a target that cannot be written (a folder where a file is wanted, a
-file in the way of a folder), one that exists without ``--overwrite``, and an output that is the input itself.
+file in the way of a folder), one that exists without ``--overwrite``, an existing special file (a device such as
+/dev/full, a pipe: ``--overwrite`` never replaces those), an output that is one of the command's inputs, and two
+outputs that are one path. Paths are compared after resolving links and ``..``, and by inode (hard links).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import MlkasrError
@@ -55,14 +58,37 @@ def _check_creatable(path: Path, what: str) -> None:
         raise MlkasrError(f"{what} {path}: cannot be created, no permission to write in {ancestor}")
 
 
+def special_file_problem(path: str | os.PathLike) -> str | None:
+    """What an existing ``path`` is when an output must never be written over it (a device, pipe or socket, also
+    through a link); None for a regular file or a path that does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    return kind
+
+
+def check_not_special(path: str | os.PathLike, what: str) -> None:
+    """Refuse an output ``path`` that is a device, pipe or socket: never replaced, ``--overwrite`` or not."""
+    if (special := special_file_problem(path)) is not None:
+        raise MlkasrError(f"{what} {path}: is {special}, not a regular file; it is never written over, "
+                          "--overwrite or not")
+
+
 def check_output_file(path: str | os.PathLike, what: str, overwrite: bool = False) -> Path:
-    """``path`` can receive a file: not a folder, not there already (unless ``overwrite``), creatable.
+    """``path`` can receive a file: not a folder or special file, not there already (unless ``overwrite``), creatable.
 
     ``what`` names the option in messages, e.g. ``"--json"``.
     """
     path = Path(path)
     if path.is_dir():
         raise MlkasrError(f"{what} {path}: is a folder; give a file name")
+    check_not_special(path, what)
     if os.path.lexists(path):
         if not overwrite:
             raise MlkasrError(f"{what} {path}: already exists; pass --overwrite to replace it")
@@ -84,6 +110,64 @@ def check_output_folder(path: str | os.PathLike, what: str) -> Path:
         return path
     _check_creatable(path, what)
     return path
+
+
+NamedPath = tuple[str, "str | os.PathLike"]  # (what it is in messages, e.g. "--json" or "--model", the path)
+
+
+class InputFiles:
+    """The files a command reads, by identity (device, inode): links, ``..`` and hard links cannot hide one."""
+
+    def __init__(self, inputs: Iterable[NamedPath]):
+        self._by_identity: dict[tuple[int, int], NamedPath] = {}
+        for what, path in inputs:
+            if (identity := _identity(path)) is not None:
+                self._by_identity.setdefault(identity, (what, path))
+
+    def find(self, path: str | os.PathLike) -> NamedPath | None:
+        """The input that ``path`` is, or None."""
+        identity = _identity(path)
+        return None if identity is None else self._by_identity.get(identity)
+
+
+def check_outputs_apart(outputs: Iterable[NamedPath], inputs: Iterable[NamedPath] = ()) -> None:
+    """Before any work: no output is one of the command's inputs, two outputs are not one path, and no output is
+    written where another one needs a folder. Refuses with an error naming both paths."""
+    input_files = InputFiles(inputs)
+    by_real_path: dict[Path, NamedPath] = {}
+    for what, path in outputs:
+        if (found := input_files.find(path)) is not None:
+            input_what, input_path = found
+            same = "" if str(input_path) == str(path) else f" ({input_path})"
+            raise MlkasrError(f"{what} {path}: is the {input_what} itself{same}, which this command reads; "
+                              "choose another output name")
+        real = Path(os.path.realpath(path))
+        if real in by_real_path:
+            other_what, other = by_real_path[real]
+            raise MlkasrError(f"{what} {path} and {other_what} {other} are the same path; give them different names")
+        by_real_path[real] = (what, path)
+    for real, (what, path) in by_real_path.items():
+        for parent in real.parents:
+            if parent in by_real_path:
+                other_what, other = by_real_path[parent]
+                raise MlkasrError(f"{what} {path} would be written inside {other_what} {other}, which is written as "
+                                  "a file; give them different names")
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points at; None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as text for a one-line message: quoted with escapes when it holds a newline or another control
+    character, which would otherwise break the line (or forge one)."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

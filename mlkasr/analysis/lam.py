@@ -54,6 +54,10 @@ OBJECTIVES = ("gradient", "intensity")
 # man-tiny_x4 on a 64x64 LR, 50 steps, 1 thread, channels_last took 4.75 s at batch 1 and 2 (393 / 521 MB peak),
 # 5.4 s at 5 and 9.0 s at 16 (1.7 GB): small tensors stay in cache. So two 64x64 images, or one larger image.
 _PIXEL_BUDGET = 64 * 64 * 2
+# The blur path is held in memory at once: (steps + 1) x 3 x H x W floats, twice while it is made. 2^28 elements
+# (1 GiB in float32) is 50 steps on a 1300x1300 LR; beyond it --steps or the image is refused, not allocated.
+MAX_PATH_ELEMENTS = 2**28
+SIGMA_RANGE = (0.01, 100.0)  # LR pixels; the official LAM uses 1.2, and a wider blur than the image means nothing
 # Inside the square root of the gradient objective: a flat region (dy = dx = 0) gets gradient 0, not NaN.
 _SQRT_EPS = 1e-12
 
@@ -98,8 +102,11 @@ class BlurPath:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
             raise LamError(f"steps must be a positive integer, got {self.steps!r}")
-        if not isinstance(self.sigma, (int, float)) or not math.isfinite(self.sigma) or self.sigma <= 0:
-            raise LamError(f"sigma must be a positive number of LR pixels, got {self.sigma!r}")
+        low, high = SIGMA_RANGE
+        if (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not math.isfinite(self.sigma)
+                or not low <= self.sigma <= high):
+            raise LamError(f"sigma must be a number of LR pixels in [{low:g}, {high:g}] (the official LAM uses 1.2), "
+                           f"got {self.sigma!r}")
         if (isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, (int, np.integer))
                 or self.kernel_size < 3 or self.kernel_size % 2 == 0):
             raise LamError(f"kernel size must be an odd integer >= 3, got {self.kernel_size!r}")
@@ -116,7 +123,8 @@ class LamSettings:
             raise LamError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
-            raise LamError(f"batch size must be a positive integer or None, got {self.batch_size!r}")
+            raise LamError(f"batch size must be a positive integer (or not given: chosen from the image size), "
+                           f"got {self.batch_size!r}")
 
     def batch_for(self, height: int, width: int) -> int:
         if self.batch_size is not None:
@@ -191,6 +199,11 @@ def blur_path(image: torch.Tensor, path: BlurPath) -> torch.Tensor:
     if min(height, width) <= half:
         raise LamError(f"the image is {width}x{height} (LR); the blur path's {path.kernel_size}x{path.kernel_size} "
                        f"kernel needs at least {half + 1} pixels a side: use a larger image or a smaller kernel size")
+    elements = (path.steps + 1) * channels * height * width
+    if elements > MAX_PATH_ELEMENTS:
+        raise LamError(f"{path.steps} steps on a {width}x{height} LR need {elements * 4 * 2 / 2**30:.1f} GiB for the "
+                       f"blur path, more than LAM allows ({MAX_PATH_ELEMENTS * 4 * 2 / 2**30:.0f} GiB): use fewer "
+                       "steps or a smaller image (a crop around the window)")
     sigmas = np.linspace(path.sigma, 0.0, path.steps + 1)
     kernels = torch.stack([_gaussian_kernel(path.kernel_size, float(s)) for s in sigmas]).to(image.dtype)
     padded = F.pad(image, (half, half, half, half), mode="reflect")

@@ -58,6 +58,35 @@ def default_device(requested: str | None, backend: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def add_max_pixels_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help=f"refuse {what} whose header says more than N pixels (default: 40,000,000)")
+    parser.add_argument("--allow-large", action="store_true", help="no pixel limit (trust the inputs)")
+
+
+def max_pixels(args: argparse.Namespace) -> int | None:
+    """The pixel limit ``--max-pixels`` / ``--allow-large`` ask for; None is no limit."""
+    from ..imaging.io import DEFAULT_MAX_PIXELS
+
+    if args.allow_large and args.max_pixels is not None:
+        raise MlkasrError("--allow-large and --max-pixels contradict each other; give one")
+    if args.max_pixels is not None and args.max_pixels < 1:  # 0 used to mean the default limit, silently
+        raise MlkasrError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}; "
+                          "--allow-large means no limit")
+    return None if args.allow_large else (DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
+
+
+def model_input(model: str | None) -> list[tuple[str, str]]:
+    """The weights file a model argument names, as an input that no output of the command may replace (none for
+    a name that names no file: loading says what is wrong with it)."""
+    from ..weights import resolve_weights
+
+    try:
+        return [] if model is None else [("--model file", str(resolve_weights(model)))]
+    except MlkasrError:
+        return []
+
+
 # mlkasr.inference.backends.BACKENDS (a test keeps them equal), spelt out so that --help need not import torch
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 
@@ -84,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except MlkasrError as exc:
         print(f"mlkasr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"mlkasr {args.command}: interrupted", file=sys.stderr)
         return 130

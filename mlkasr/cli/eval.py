@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
+from . import add_max_pixels_options, max_pixels, model_input
 
 HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
 
@@ -25,6 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file and saved images (default: refuse)")
     parser.add_argument("--verbose", action="store_true", help="add one row per image to the table")
+    add_max_pixels_options(parser, "images (HR or LR)")
     add_quiet_option(parser)
     add_threads_option(parser)
 
@@ -40,18 +42,19 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MlkasrError
     from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
     from ..evaluation.evaluate import saved_image_paths
-    from ..paths import check_output_file, check_output_folder, same_file
+    from ..paths import check_output_file, check_output_folder, check_outputs_apart, display_path
 
     from ..evaluation.degrade import parse_degradation
 
     degradation = None if args.degrade is None else parse_degradation(args.degrade)
+    pixel_limit = max_pixels(args)
     # Outputs first: a bad --json or --save-images must fail now, not after the whole evaluation.
-    if args.json is not None:
-        check_output_file(args.json, "--json", overwrite=args.overwrite)
-        if same_file(args.json, args.model):
-            raise MlkasrError(f"--json {args.json}: is the --model file itself; choose another file name")
+    json_output = [] if args.json is None else [("--json", check_output_file(args.json, "--json", args.overwrite))]
     if args.save_images is not None:
         check_output_folder(args.save_images, "--save-images")
+    model_file = [] if args.model == BICUBIC else model_input(args.model)
+    check_outputs_apart([*json_output, *([] if args.save_images is None else [("--save-images", args.save_images)])],
+                        model_file)
     threads = set_threads(args).describe()
     upscaler = None
     if args.model == BICUBIC:
@@ -73,14 +76,19 @@ def run(args: argparse.Namespace) -> int:
     # Loading warnings (skipped non-image files, generated LR) go to stderr as one line each.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sets = [load_benchmark_set(folder, scale) for folder in args.data]
+        sets = [load_benchmark_set(folder, scale, max_pixels=pixel_limit) for folder in args.data]
     for warning in caught:
         tqdm.write(f"mlkasr eval: warning: {warning.message}", file=sys.stderr)
-    if args.save_images is not None and not args.overwrite:
-        existing = [path for path in saved_image_paths(sets, args.save_images) if os.path.lexists(path)]
-        if existing:
-            raise MlkasrError(f"--save-images {args.save_images}: {len(existing)} of the images it would write "
-                              f"already exist (e.g. {existing[0]}); pass --overwrite to replace them")
+    saved = [] if args.save_images is None else saved_image_paths(sets, args.save_images)
+    existing = [path for path in saved if os.path.lexists(path)]
+    if existing and not args.overwrite:
+        raise MlkasrError(f"--save-images {args.save_images}: {len(existing)} of the images it would write "
+                          f"already exist (e.g. {existing[0]}); pass --overwrite to replace them")
+    # every file written, against each other and every file read (a dataset image, the model), before any work
+    for path in saved:
+        check_output_file(path, "--save-images", overwrite=True)  # no folder or device in the way
+    dataset_files = [("dataset image", path) for benchmark in sets for path in benchmark.files]
+    check_outputs_apart([*json_output, *(("--save-images", path) for path in saved)], [*model_file, *dataset_files])
 
     total = sum(len(s) for s in sets)
     started = time.perf_counter()
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     for dataset in report.datasets:
         rows.append((dataset.name, str(dataset.n), f"{dataset.psnr:.2f}", f"{dataset.ssim:.4f}"))
         if args.verbose:
-            rows.extend((f"  {i.name}", "", f"{i.psnr:.2f}", f"{i.ssim:.4f}") for i in dataset.images)
+            rows.extend((f"  {display_path(i.name)}", "", f"{i.psnr:.2f}", f"{i.ssim:.4f}") for i in dataset.images)
     width = max(len(row[0]) for row in rows) + 2
     for row in rows:
         print(f"{row[0]:<{width}}{row[1]:>6}  {row[2]:>7}  {row[3]:>7}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import add_quiet_option, add_threads_option, set_threads
+from . import model_input
 
 HELP = "export a model to ONNX (for onnxruntime, OpenVINO, chaiNNer), checked against torch on real images"
 
@@ -28,12 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from ..deployment.optional import require
     from ..deployment.parity import parity_runtimes
     from ..models import load_model
+    from ..paths import check_outputs_apart
 
     # everything that can be refused at once, before loading weights and the slow export
     for package in ("onnx", "onnxscript"):
         require(package, "mlkasr export")
     parity_runtimes()
     check_export_target(args.output, args.overwrite)
+    check_outputs_apart([("OUT.onnx", args.output)], model_input(args.model))
     threads = set_threads(args)
     model = load_model(args.model)
     precision = "fp16" if args.fp16 else "fp32"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import DEVICE_HELP, add_threads_option, default_device, set_threads
+from . import add_max_pixels_options, max_pixels, model_input
 
 HELP = "which input pixels a model uses for one output window (Local Attribution Map, diffusion index)"
 
@@ -22,22 +23,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, metavar="N", help="path steps per forward/backward (default: from the image size; batching is not faster on CPU)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_max_pixels_options(parser, "an --image")
     add_threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     from ..analysis.lam import BlurPath, LamSettings, LamWindow, lam_input, local_attribution_map
     from ..analysis.lam_picture import lam_picture
     from ..errors import MlkasrError
-    from ..imaging.io import IMAGE_EXTENSIONS, read_rgb, write_image
+    from ..imaging.io import IMAGE_EXTENSIONS, read_rgb, several_frames_note, write_image
     import torch
 
     from ..inference.engine import InferenceOptions
     from ..models import load_model
     from ..models.runtime import place_model
-    from ..paths import check_output_file, file_problem, same_file
+    from ..paths import check_output_file, check_outputs_apart, file_problem
     from ..weights import default_model_name
 
     # every argument is checked before the weights are loaded, so typos fail fast
@@ -47,18 +50,20 @@ def run(args: argparse.Namespace) -> int:
     output = check_output_file(args.output, "--output", overwrite=args.overwrite)
     if output.suffix.lower() not in IMAGE_EXTENSIONS:
         raise MlkasrError(f"--output {output}: not an image file name (expected {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if same_file(args.image, output):
-        raise MlkasrError(f"--output {output} is the input image itself; give another file name")
+    model_name = args.model if args.model is not None else default_model_name()
+    check_outputs_apart([("--output", output)], [("input image", args.image), *model_input(model_name)])
+    pixel_limit = max_pixels(args)
     settings = LamSettings(path=BlurPath(sigma=args.sigma, steps=args.steps, kernel_size=args.kernel_size),
                            objective=args.objective, batch_size=args.batch)
     window = LamWindow(*args.window)
-    image = read_rgb(args.image)
+    image = read_rgb(args.image, pixel_limit)
+    if (note := several_frames_note(args.image)) is not None:
+        print(f"mlkasr lam: warning: {note}", file=sys.stderr)
     threads = set_threads(args).describe()
     device = default_device(args.device)
     if InferenceOptions(device=device).device_type == "cuda" and not torch.cuda.is_available():  # a bad name raises
         raise MlkasrError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
 
-    model_name = args.model if args.model is not None else default_model_name()
     model = place_model(load_model(model_name), device)  # on the CPU channels_last: 1.75x faster (see lam.py)
     lr, reference = lam_input(image, model.scale, args.from_hr)
     window.check_inside(reference.shape[0], reference.shape[1], model.scale)  # before any output

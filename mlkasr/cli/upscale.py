@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
+from . import add_max_pixels_options, max_pixels, model_input
 
 HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
 
@@ -24,8 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", action="store_true", help="also process subfolders, mirrored under OUTPUT")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them and skip)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower, slightly better)")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help="refuse inputs whose header says more than N pixels (default: 40,000,000)")
-    parser.add_argument("--allow-large", action="store_true", help="no pixel limit (trust the inputs)")
+    add_max_pixels_options(parser, "inputs")
     add_quiet_option(parser)
     add_threads_option(parser)
 
@@ -42,13 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..weights import default_model_name
     from ..inference.engine import DEFAULT_TILE_OVERLAP, InferenceOptions, Upscaler
-    from ..inference.upscale import DEFAULT_MAX_PIXELS, UpscaleSettings, check_paths, default_tile, upscale_path
+    from ..inference.upscale import UpscaleSettings, check_paths, default_tile, upscale_path
 
-    if args.allow_large and args.max_pixels is not None:
-        raise MlkasrError("--allow-large and --max-pixels contradict each other; give one")
-    if args.max_pixels is not None and args.max_pixels < 1:  # 0 used to mean the default limit, silently
-        raise MlkasrError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}; "
-                          "--allow-large means no limit")
     if args.tile is not None and args.tile < 0:
         raise MlkasrError(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
     check_paths(args.input, args.output)  # before the weights are loaded
@@ -57,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         output_format=args.format,
         recursive=args.recursive,
         overwrite=args.overwrite,
-        max_pixels=None if args.allow_large else (DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels),
+        max_pixels=max_pixels(args),
     )
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
@@ -78,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         f"{', ' + threads if upscaler.device.type == 'cpu' else ''}",
         file=sys.stderr,
     )
-    summary = upscale_path(upscaler, args.input, args.output, settings, progress=not args.quiet)
+    summary = upscale_path(upscaler, args.input, args.output, settings, progress=not args.quiet,
+                           protected=tuple(model_input(model_name)))
     print(summary.report(list_written=not args.quiet))
     return summary.exit_code

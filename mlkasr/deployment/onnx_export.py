@@ -30,7 +30,7 @@ import torch
 
 from ..errors import MlkasrError
 from ..models.man import MAN
-from ..paths import check_output_folder
+from ..paths import check_not_special, check_output_folder
 from .optional import require
 
 OPSET = 18
@@ -191,6 +191,7 @@ def check_export_target(path: str | os.PathLike, overwrite: bool = False) -> Pat
         raise ExportError(f"{path}: the output must be an .onnx file name")
     if path.is_dir():
         raise ExportError(f"{path}: is a folder; give the .onnx file to write")
+    check_not_special(path, "OUT.onnx")
     if os.path.lexists(path) and not overwrite:
         raise ExportError(f"{path}: exists; pass --overwrite to replace it")
     check_output_folder(path.parent, "output folder")

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MlkasrError
-from ..imaging.io import is_image_file, read_image, to_rgb
+from ..imaging.io import is_image_file, read_image, several_frames_note, to_rgb
+from ..paths import display_path, file_problem
 from ..data.keys import strip_scale_suffix
 from ..imaging.resize import make_lr, modcrop
 
@@ -38,6 +39,8 @@ class BenchmarkImage:
     hr: np.ndarray = field(repr=False)  # modcropped, H x W x 1 (grayscale) or H x W x 3, uint8
     lr: np.ndarray = field(repr=False)  # H/s x W/s x 3 RGB uint8: the network input
     lr_generated: bool = False  # True when made from HR here rather than read from LR_bicubic
+    hr_path: Path | None = None  # the files read (None for arrays made in memory)
+    lr_path: Path | None = None
 
     @property
     def grayscale(self) -> bool:
@@ -57,6 +60,11 @@ class BenchmarkSet:
     def __iter__(self) -> Iterator[BenchmarkImage]:
         return iter(self.images)
 
+    @property
+    def files(self) -> list[Path]:
+        """Every file the set was read from (what an output must never replace)."""
+        return [path for image in self.images for path in (image.hr_path, image.lr_path) if path is not None]
+
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     # Published metrics are defined on 8-bit images; a 16-bit benchmark is reduced to 8 bits (rounded).
@@ -72,16 +80,30 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted; anything else (but hidden files) is reported and skipped."""
+    """Image files of a folder, sorted; anything else (but hidden files and subfolders) is reported and skipped,
+    broken links and link loops included: every file listed is scored or named."""
     files = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.is_dir():
             continue
-        if path.is_file() and is_image_file(path):
+        if (problem := file_problem(path)) is not None:
+            warnings.warn(f"{display_path(path)}: {problem}, skipped", stacklevel=3)
+        elif is_image_file(path):
             files.append(path)
-        elif path.is_file():
-            warnings.warn(f"{path}: not an image file (by extension), skipped", stacklevel=3)
+        else:
+            warnings.warn(f"{display_path(path)}: not an image file (by extension), skipped", stacklevel=3)
     return files
+
+
+def _unique_stems(paths: list[Path]) -> None:
+    """Images are keyed by stem (in reports, LR pairing and saved pictures): two files with one stem are refused."""
+    by_stem: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in by_stem:
+            raise DatasetError(f"{path.parent}: both {display_path(by_stem[path.stem].name)} and "
+                               f"{display_path(path.name)} have the stem {path.stem!r}; images are keyed by stem "
+                               "(results, LR pairing, saved pictures): remove or rename one")
+        by_stem[path.stem] = path
 
 
 def _lr_files(lr_dir: Path, scale: int) -> dict[str, Path]:
@@ -97,8 +119,12 @@ def _lr_files(lr_dir: Path, scale: int) -> dict[str, Path]:
     return by_stem
 
 
-def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = None) -> BenchmarkSet:
-    """Read every HR image of ``root/HR`` with its LR (shipped or generated) for this scale."""
+def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = None,
+                       max_pixels: int | None = None) -> BenchmarkSet:
+    """Read every HR image of ``root/HR`` with its LR (shipped or generated) for this scale.
+
+    ``max_pixels``: refuse an image of more pixels (from its header where possible) before decoding it.
+    """
     root = Path(root)
     if not isinstance(scale, int) or scale < 1:
         raise DatasetError(f"scale must be a positive integer, got {scale!r}")
@@ -110,11 +136,15 @@ def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = N
     hr_paths = _image_files(hr_dir)
     if not hr_paths:
         raise DatasetError(f"{hr_dir}: no image files")
+    _unique_stems(hr_paths)
     lr_dir = root / LR_DIR / f"X{scale}"
     lr_paths = _lr_files(lr_dir, scale)
     images = []
+    for path in hr_paths + list(lr_paths.values()):
+        if (note := several_frames_note(path)) is not None:
+            warnings.warn(note, stacklevel=2)
     for hr_path in hr_paths:
-        hr = _drop_alpha(_to_uint8(read_image(hr_path)))
+        hr = _drop_alpha(_to_uint8(read_image(hr_path, max_pixels)))
         if hr.shape[0] < scale or hr.shape[1] < scale:
             raise DatasetError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale x{scale}")
         hr = np.ascontiguousarray(modcrop(hr, scale))
@@ -129,13 +159,14 @@ def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = N
         if lr_path is None:
             lr = to_rgb(make_lr(hr, scale))
         else:
-            lr = to_rgb(_drop_alpha(_to_uint8(read_image(lr_path))))
+            lr = to_rgb(_drop_alpha(_to_uint8(read_image(lr_path, max_pixels))))
             if lr.shape[:2] != expected:
                 raise DatasetError(
                     f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} "
                     f"(floor of HR {hr_path.name} / {scale})"
                 )
-        images.append(BenchmarkImage(hr_path.stem, hr, lr, lr_generated=lr_path is None))
+        images.append(BenchmarkImage(hr_path.stem, hr, lr, lr_generated=lr_path is None, hr_path=hr_path,
+                                     lr_path=lr_path))
     orphans = sorted(set(lr_paths) - {image.name for image in images})
     if orphans:  # e.g. a renamed or deleted HR file: say so rather than score fewer images than the folder holds
         warnings.warn(

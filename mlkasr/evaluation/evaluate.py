@@ -111,7 +111,6 @@ def _finite(value: float) -> float | None:
 
 def write_json(report: EvaluationReport, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
     return path

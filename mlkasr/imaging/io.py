@@ -13,11 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import MlkasrError
+from ..errors import MlkasrError, OutputWriteError
+from ..paths import display_path, special_file_problem
 from .exif import apply_orientation, exif_orientation
 from .grey_alpha import encode_grey_alpha_png, is_grey_alpha_png
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+DEFAULT_MAX_PIXELS = 40_000_000  # the default --max-pixels: an 8K frame (33 MP) passes, a 20k x 20k "image" does not
 
 
 class ImageReadError(MlkasrError):
@@ -37,15 +39,67 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+class ImageTooLargeError(ImageReadError):
+    """An image over the pixel limit (``--max-pixels``), refused from its header where possible."""
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """``H x W x C`` grey/RGB(A) array, uint8 or uint16, as stored (no colour conversion beyond BGR->RGB) and
-    turned upright by its EXIF orientation."""
+    turned upright by its EXIF orientation.
+
+    ``max_pixels``: refuse (ImageTooLargeError) an image of more pixels, from its header before decoding when the
+    format is known (a few bytes can claim gigabytes: a decompression bomb), else after decoding.
+    """
     path = Path(path)
+    if max_pixels is not None and (size := read_image_size(path)) is not None:
+        _check_pixels(path, *size, max_pixels, "the header says ")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    return decode_image(data, str(path))
+    image = decode_image(data, str(path))
+    if max_pixels is not None:
+        _check_pixels(path, image.shape[1], image.shape[0], max_pixels, "")
+    return image
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int, source: str) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{path}: refused: {source}{width}x{height} = {width * height:,} pixels, more than --max-pixels "
+            f"{max_pixels:,} (a possible decompression bomb); pass --allow-large or a larger --max-pixels to "
+            "process it")
+
+
+def _has_several_frames(path: str | os.PathLike) -> bool:
+    """True for an animated PNG or WebP or a multi-page TIFF, of which the decoder reads the first frame only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            if head.startswith(b"\x89PNG\r\n\x1a\n"):
+                idat = head.find(b"IDAT")  # an APNG declares acTL before its first image data
+                return b"acTL" in (head if idat < 0 else head[:idat])
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                return head[12:16] == b"VP8X" and bool(head[20] & 0x02)  # the animation flag
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                order = "<" if head[:2] == b"II" else ">"
+                f.seek(4)
+                (ifd,) = struct.unpack(order + "I", f.read(4))
+                f.seek(ifd)
+                (count,) = struct.unpack(order + "H", f.read(2))
+                f.seek(ifd + 2 + 12 * count)
+                (next_ifd,) = struct.unpack(order + "I", f.read(4))  # 0 ends the chain of pages
+                return next_ifd != 0
+    except (OSError, ValueError, IndexError, struct.error):
+        return False
+    return False
+
+
+def several_frames_note(path: str | os.PathLike) -> str | None:
+    """The warning for a file with several frames (see _has_several_frames), or None."""
+    if _has_several_frames(path):
+        return f"{display_path(path)}: has several frames (animated or multi-page); only the first is used"
+    return None
 
 
 def decode_image(data: bytes | memoryview | np.ndarray, source: str) -> np.ndarray:
@@ -76,9 +130,9 @@ def _to_rgb_order(image: np.ndarray, buffer: np.ndarray, source: str) -> np.ndar
     raise ImageReadError(f"{source}: unsupported channel count {image.shape[2]}")
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """``H x W x 3`` RGB, uint8 or uint16: grey is replicated, alpha dropped. What a network sees."""
-    return to_rgb(read_image(path))
+    return to_rgb(read_image(path, max_pixels))
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -120,20 +174,29 @@ def write_image(path: str | os.PathLike, image: np.ndarray, **encode_options) ->
     An interrupted write therefore never leaves a truncated image under the final name.
     """
     path = Path(path)
-    data = encode_image(image, path.suffix, **encode_options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, encode_image(image, path.suffix, **encode_options))
     return path
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file beside ``path`` (its folder made if needed), then rename it over
+    ``path``.
+
+    A failed write (a full disk, an I/O error) raises OutputWriteError naming the file and the cause, and leaves
+    neither a truncated ``path`` nor the temporary file.
+    """
+    if (special := special_file_problem(path)) is not None:  # the last guard: os.replace would swap it for a file
+        raise OutputWriteError(f"{path}: is {special}, not a regular file; it is never written over")
     tmp = path.with_name(f".{path.name}.part{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError
-from ..paths import check_output_folder, file_problem, same_file
+from ..paths import InputFiles, NamedPath, check_output_folder, display_path, file_problem, same_file, special_file_problem
 from ..imaging.io import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
     is_image_file,
     read_image,
-    read_image_size,
+    several_frames_note,
     to_rgb,
     write_image,
 )
@@ -39,7 +40,6 @@ from ..imaging.resize import imresize
 from .engine import Upscaler, suggest_cuda_tile
 
 OUTPUT_FORMATS = ("png", "same")
-DEFAULT_MAX_PIXELS = 40_000_000  # LR pixels; an 8K frame (33 MP) passes, a 20k x 20k "image" does not
 # LR pixels. Measured (scripts/bench_tiling.py, man-tiny_x4, 1000x750, 2 threads, overlap 48): tile 320 computes
 # 1.29x the image's pixels and took 0.56x the time of the old fixed 256 windows at peak RSS +7%; tile 256 1.43x,
 # 0.64x. A forward pass peaks at ~14 x n_feats float32 per LR pixel: 0.27 GB for man-tiny at 320, 1 GB for the
@@ -120,12 +120,12 @@ class UpscaleSummary:
         ]
         written = self.written if list_written else []
         for r in written[:_LISTED_WRITTEN]:
-            lines.append(f"  written: {r.source} -> {r.output}")
+            lines.append(f"  written: {display_path(r.source)} -> {display_path(r.output)}")
         if len(written) > _LISTED_WRITTEN:
             lines.append(f"  ... and {len(written) - _LISTED_WRITTEN} more written")
         for r in self.results:
             if r.status in ("skipped", "failed"):
-                lines.append(f"  {r.status}: {r.source}: {r.reason}")
+                lines.append(f"  {r.status}: {display_path(r.source)}: {r.reason}")
         return "\n".join(lines)
 
 
@@ -145,9 +145,11 @@ def upscale_path(
     *,
     progress: bool = False,
     log: Log | None = None,
+    protected: tuple[NamedPath, ...] = (),
 ) -> UpscaleSummary:
     """Upscale one file or every image of a folder. ``target`` is a folder, or a file name when ``source`` is a
-    file and ``target`` ends with an image extension."""
+    file and ``target`` ends with an image extension. ``protected``: other files the command reads (the model's
+    weights) that no output may replace, as the inputs themselves."""
     log = log or _stderr
     source, target = Path(source), Path(target)
     start = time.perf_counter()
@@ -160,6 +162,7 @@ def upscale_path(
         if same_file(source, out):  # also through ./x/../x, symbolic and hard links
             raise MlkasrError(f"{target}: the output would be the input {source} itself; choose another OUTPUT")
         plan.jobs.append((source, out))
+    _refuse_protected_outputs(plan, protected, settings.overwrite)
 
     results = list(plan.results)
     engine = _Engine(upscaler)
@@ -177,6 +180,26 @@ def upscale_path(
 
 upscale_folder = upscale_path  # the name most callers look for
 
+
+def _refuse_protected_outputs(plan: _Plan, protected: tuple[NamedPath, ...], overwrite: bool) -> None:
+    """Before any work, fail the jobs whose output is an input (any of them, or a protected file: through a link
+    or a hard link) or an existing special file (a device, a pipe), which ``overwrite`` must never replace."""
+    inputs = InputFiles([*(("input", src) for src, _ in plan.jobs), *protected])
+    jobs = []
+    for src, out in plan.jobs:
+        found = inputs.find(out)
+        special = special_file_problem(out)
+        if found is not None:
+            what, path = found
+            reason = (f"the output {out} is this input file itself (a link?); not replaced" if same_file(path, src)
+                      else f"the output {out} is the {what} {path} (a link?); not replaced")
+        elif special is not None and overwrite:
+            reason = f"the output {out} is {special}, not a regular file; never written over"
+        else:
+            jobs.append((src, out))
+            continue
+        plan.results.append(FileResult(src, out, "failed", reason))
+    plan.jobs = jobs
 
 def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """What can be checked before a model is loaded: INPUT exists, and OUTPUT's folder can be written."""
@@ -206,23 +229,27 @@ def _plan_folder(source: Path, target: Path, settings: UpscaleSettings, scale: i
     pattern = "**/*" if settings.recursive else "*"
     claimed: dict[Path, Path] = {}
     for path in sorted(source.glob(pattern)):
-        if not path.is_file():
+        if path.is_dir():
             continue
         rel = path.relative_to(source)
         # hidden files (our own .name.partPID temporaries among them) and the output tree itself are not inputs
         if any(part.startswith(".") for part in rel.parts) or path.resolve().is_relative_to(target_resolved):
             continue
+        if (problem := file_problem(path)) is not None:  # a broken link, a link loop: named, not dropped
+            log(f"warning: {display_path(path)}: skipped, {problem}")
+            plan.results.append(FileResult(path, None, "skipped", problem))
+            continue
         if not is_image_file(path):
-            log(f"warning: {path}: skipped, not an image file (expected {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            log(f"warning: {display_path(path)}: skipped, not an image file (expected {', '.join(sorted(IMAGE_EXTENSIONS))})")
             plan.results.append(FileResult(path, None, "skipped", "not an image file"))
             continue
         out = target / rel.parent / _output_name(path, settings, scale)
-        if out in claimed:
-            reason = f"same output name {out} as {claimed[out]}; use --format same or rename one of them"
+        if (real_out := Path(os.path.realpath(out))) in claimed:
+            reason = f"same output name {out} as {claimed[real_out]}; use --format same or rename one of them"
             plan.results.append(FileResult(path, out, "failed", reason))
-            log(f"warning: {path}: {reason}")
+            log(f"warning: {display_path(path)}: {reason}")
             continue
-        claimed[out] = path
+        claimed[real_out] = path
         plan.jobs.append((path, out))
     return plan
 
@@ -244,25 +271,15 @@ class _Engine:
 def _process(
     engine: _Engine, src: Path, out: Path, settings: UpscaleSettings, progress: bool, log: Log
 ) -> FileResult:
-    if same_file(src, out):  # a link in OUTPUT pointing back at an input: never replace the input
-        return FileResult(src, out, "failed", f"the output {out} is this input file itself (a link?); not replaced")
     if out.exists() and not settings.overwrite:
         return FileResult(src, out, "exists", "output exists (use --overwrite to replace it)")
     start = time.perf_counter()
-    size = read_image_size(src)
-    if settings.max_pixels is not None and size is not None and size[0] * size[1] > settings.max_pixels:
-        w, h = size
-        return FileResult(
-            src, out, "failed",
-            f"refused: the header says {w}x{h} = {w * h:,} pixels, more than --max-pixels {settings.max_pixels:,} "
-            f"(a possible decompression bomb); pass --allow-large or a larger --max-pixels to process it",
-        )
     try:
-        image = read_image(src)
+        image = read_image(src, settings.max_pixels)
     except ImageReadError as exc:
         return FileResult(src, out, "failed", str(exc).removeprefix(f"{src}: "))
-    if settings.max_pixels is not None and image.shape[0] * image.shape[1] > settings.max_pixels:
-        return FileResult(src, out, "failed", f"refused: {image.shape[1]}x{image.shape[0]} pixels, more than --max-pixels")
+    if (note := several_frames_note(src)) is not None:
+        log(f"warning: {note}")
     try:
         result = _upscale_array(engine, image, src, progress, log)
         _remove_stale_temporaries(out)
