@@ -101,3 +101,27 @@ def test_governor_gives_a_core_back_when_another_process_runs():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+@pytest.mark.parametrize("requested, env", [(100_000, None), (None, "99999999999999999999"), (None, "100000")])
+def test_huge_thread_counts_are_capped_and_say_so(monkeypatch, tmp_path, capsys, requested, env):
+    """--threads 100000 segfaulted in OpenMP and a 20-digit OMP_NUM_THREADS was an overflow traceback."""
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    limit = threads.max_threads()
+    assert limit <= threads.MAX_THREADS
+    choice = threads.choose_threads(requested)
+    assert choice.threads == limit and "capped at" in choice.describe()
+    write_image(tmp_path / "a.png", np.zeros((6, 5, 3), np.uint8))
+    argv = ["upscale", str(tmp_path / "a.png"), str(tmp_path / "out"), "--model", "man-tiny_x2", "--quiet"]
+    assert main(argv + ([] if requested is None else ["--threads", str(requested)])) == 0
+    assert f"capped at {limit}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", ["+4", "4_0", "4.0", "-2", "\u0664"])
+def test_omp_num_threads_is_parsed_strictly(monkeypatch, env):
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    with pytest.raises(MlkasrError, match="OMP_NUM_THREADS must be a positive integer"):
+        threads.choose_threads(None)
