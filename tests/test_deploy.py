@@ -279,3 +279,78 @@ def test_bench_rows_for_the_onnx_paths(deployed, monkeypatch, tmp_path, capsys):
     assert "20x12" in capsys.readouterr().out
     assert main(["bench", "--paths", "openvino"]) == 2  # train + infer by default: the ONNX paths infer only
     assert "times inference only; use --what infer" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "external data"])
+def test_a_broken_cache_entry_is_exported_again(deployed, tmp_path, damage):
+    _, model, path = deployed
+    good = path.read_bytes()
+    messages = []
+    try:
+        if damage == "garbage":
+            path.write_bytes(b"\x00garbage" * 100)
+        elif damage == "truncated":
+            path.write_bytes(good[: len(good) // 2])
+        else:  # weights moved out to a side file: a runtime would read (or miss) a file beside the cache entry
+            onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="side.bin",
+                            size_threshold=0)
+        stale = path.with_name(f".{path.name}.part{_dead_pid()}")
+        stale.write_bytes(b"half")
+        assert cached_onnx(model, log=messages.append) == path
+        assert "exporting it again" in messages[0] and str(path) in messages[0]
+        assert path.read_bytes() == good and not stale.exists()
+        backend = create_backend("onnxruntime", model)  # and it runs
+        assert backend(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    finally:
+        path.write_bytes(good)
+        path.with_name("side.bin").unlink(missing_ok=True)
+
+
+def test_a_full_disk_while_caching_or_exporting_is_one_line(deployed, tmp_path, monkeypatch, capsys):
+    import errno
+
+    weights, model, _ = deployed
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx_export.os, "fsync", full)
+    monkeypatch.setenv("MLKASR_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(onnx_export.ExportWriteError, match=r"cache.*\.onnx: cannot write \(No space left on device\)"):
+        cached_onnx(model, log=lambda _m: None)
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written, under any name
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", str(weights), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out}: cannot write (No space left on device)" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_two_exports_to_one_file_exactly_one_wins(deployed, tmp_path, capsys):
+    import os
+
+    weights, _, _ = deployed
+    out = tmp_path / "m.onnx"
+    claim = tmp_path / ".m.onnx.lock"
+    claim.write_text(f"{os.getppid()}\n")  # a live process is exporting there
+    assert main(["export", str(weights), str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"another mlkasr export (PID {os.getppid()}) is writing it" in err and err.count("\n") == 2  # header + error
+    assert not out.exists() and claim.exists()
+    # a claim and a temporary left by a killed export are taken over / removed by the next export
+    claim.write_text(f"{_dead_pid()}\n")
+    stale = tmp_path / f".m.onnx.part{_dead_pid()}"
+    stale.write_bytes(b"half an export")
+    assert main(["export", str(weights), str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -31,6 +31,7 @@ import torch
 from ..errors import MlkasrError
 from ..models.man import MAN
 from ..paths import check_not_special, check_output_folder
+from ..temporaries import OutputClaim, remove_dead_temporaries, temporary_path
 from .optional import require
 
 OPSET = 18
@@ -163,15 +164,22 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.part{os.getpid()}")
+class ExportWriteError(ExportError):
+    """The file could not be written (disk full, I/O error); nothing half-written is left under its name."""
+
+    exit_code = 1  # a failure mid-run, not a bad argument
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _write_durably(path: Path, data: bytes, final: Path) -> None:
+    """Write ``path`` (a temporary of ``final``) and fsync it; a full disk is one line naming ``final``."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise ExportWriteError(f"{final}: cannot write ({exc.strerror or exc}); nothing was written") from None
 
 
 @dataclass(frozen=True)
@@ -206,9 +214,20 @@ def export_onnx(model: MAN, path: str | os.PathLike, *, fp16: bool = False, over
     interruption leaves no ``path`` behind (and an existing one untouched). Raises ``ExportError`` when a
     runtime's max |diff| exceeds the tolerance (``FP32_TOLERANCE`` / ``FP16_TOLERANCE``).
     """
+    path = check_export_target(path, overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    with OutputClaim(path, "mlkasr export"):  # of two exports to one file, the second is refused here
+        for leftover in remove_dead_temporaries(path):
+            log(f"removed {leftover}: an unfinished export of a process that no longer runs")
+        return _export_claimed(model, check_export_target(path, overwrite), fp16, overwrite, log)
+
+
+def _export_claimed(model: MAN, path: Path, fp16: bool, overwrite: bool, log: Log) -> ExportResult:
     from .parity import check_parity, parity_images, parity_runtimes
 
-    path = check_export_target(path, overwrite)
     runtimes = parity_runtimes()  # before the slow export: a missing runtime fails at once
     tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     log("exporting with torch's dynamo exporter (tens of seconds: man-tiny ~15 s, man-light ~45 s on 2 CPU cores) ...")
@@ -216,13 +235,9 @@ def export_onnx(model: MAN, path: str | os.PathLike, *, fp16: bool = False, over
     proto = export_model_proto(model, fp16=fp16)
     seconds = time.perf_counter() - started
     data = proto.SerializeToString()
-    tmp = _temporary_name(path)
+    tmp = temporary_path(path)
     try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_durably(tmp, data)
-        except OSError as exc:
-            raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        _write_durably(tmp, data, path)
         images, described = parity_images(model.scale)
         log(f"parity with torch on {described}:")
         results = check_parity(model, tmp, runtimes, images, tolerance)
@@ -236,10 +251,22 @@ def export_onnx(model: MAN, path: str | os.PathLike, *, fp16: bool = False, over
                 f"(on {worst.worst_image}), more than the {'fp16' if fp16 else 'fp32'} tolerance {tolerance:.3g}; "
                 f"{path} was not written" + ("; export in fp32 instead" if fp16 else "")
             )
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(path, len(data), seconds, fp16, tuple(results), described)
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename into place; without ``overwrite`` a file that appeared meanwhile is kept (a link never replaces)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise ExportError(f"{path}: appeared while exporting (written by another program); it was kept, and "
+                          "this export not written: pass --overwrite to replace it") from None
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -283,16 +310,37 @@ def cached_onnx(model: MAN, log: Log = _stderr) -> Path:
     """
     folder = cache_dir()
     path = folder / f"{model.spec.name}_x{model.scale}-{cache_key(model)}.onnx"
+    remove_dead_temporaries(path)  # a killed export's .part file: nobody's output, just space
     if path.is_file():
-        return path
+        problem = cache_entry_problem(path)
+        if problem is None:
+            return path
+        log(f"warning: {path}: {problem}; exporting it again")
     log(f"exporting {model.spec.name} x{model.scale} to ONNX (once for these weights; cached in {folder}) ...")
     started = time.perf_counter()
     data = export_model_proto(model).SerializeToString()
-    tmp = _temporary_name(path)
+    tmp = temporary_path(path)
     try:
-        _write_durably(tmp, data)
+        _write_durably(tmp, data, path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     log(f"exported in {time.perf_counter() - started:.0f} s: {path}")
     return path
+
+
+def cache_entry_problem(path: Path) -> str | None:
+    """Why a cached file is not a complete export of ours (truncated, garbage, external data), or None.
+
+    Only the structure is read (no tensor data is loaded): the cache key already names the weights.
+    """
+    onnx = require("onnx", "reading the ONNX cache")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, or OSError: a truncated or foreign file
+        return f"not a readable ONNX file ({type(exc).__name__})"
+    if not proto.graph.node or proto.graph.input[:1] == [] or proto.graph.input[0].name != INPUT_NAME:
+        return "not an mlkasr export (no graph with input 'input')"
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return "its weights point to external data files (mlkasr's exports keep them inside)"
+    return None

@@ -1,0 +1,140 @@
+"""Files that carry the PID of the process writing them: temporaries renamed into place when complete, and
+exclusive claims on an output. One naming scheme for every command, so that any of them can tell a file of a
+live writer (left alone) from the leftover of a killed one (removed).
+
+``.{name}.part{pid}`` / ``.{name}.tmp{pid}``: a file being written for ``name`` (hidden, beside it, so that the
+rename into place is atomic). ``.{name}.lock``: holds the PID of the one process that may write ``name``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .errors import MlkasrError
+
+TEMPORARY_TAGS = (".part", ".tmp")
+_CLAIM_WRITE_SECONDS = 5.0  # a claim file without a PID yet is younger than this, or left by a crash
+
+
+class OutputBusy(MlkasrError):
+    """Another live process is writing the same output."""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (ours counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def temporary_path(path: str | os.PathLike, tag: str = ".part") -> Path:
+    """``.{name}{tag}{our pid}`` beside ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{tag}{os.getpid()}")
+
+
+def _writer_pid(temporary: Path, name: str) -> int | None:
+    """The PID in ``.{name}.part{pid}`` / ``.{name}.tmp{pid}``; None for any other file."""
+    for tag in TEMPORARY_TAGS:
+        prefix = f".{name}{tag}"
+        if temporary.name.startswith(prefix) and temporary.name[len(prefix):].isdigit():
+            return int(temporary.name[len(prefix):])
+    return None
+
+
+def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of ``path`` whose writer no longer runs (kill -9, power loss); a live writer's stay.
+
+    Returns what was removed, for the caller to report in its own voice."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for temporary in sorted(path.parent.glob(f".{path.name}.*")):
+        pid = _writer_pid(temporary, path.name)
+        if pid is None or process_alive(pid) or temporary.is_dir():
+            continue
+        temporary.unlink(missing_ok=True)
+        removed.append(temporary)
+    return removed
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary beside ``path``, fsync it, rename it over ``path``: never half a file there.
+
+    Raises ``OSError`` (the temporary removed) when the disk is full or the folder cannot be written.
+    """
+    path = Path(path)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+class OutputClaim:
+    """An exclusive claim on an output: ``.{name}.lock`` created with O_EXCL and holding our PID.
+
+    Of two processes writing one file, the second is refused at once (naming the first) instead of both saying
+    "wrote". A claim whose process is gone (killed) is stale and taken over.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str) -> None:
+        self.path = Path(path)
+        self.lock = self.path.with_name(f".{self.path.name}.lock")
+        self.what = what
+        self.held = False
+
+    def __enter__(self) -> OutputClaim:
+        for _ in range(3):  # a stale claim removed by us or by another process: try again
+            try:
+                fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None and self._age() < _CLAIM_WRITE_SECONDS:  # just created: its PID is on the way
+                    raise OutputBusy(f"{self.path}: another {self.what} is starting to write it; wait for it to "
+                                     "finish") from None
+                if holder is not None and process_alive(holder):
+                    raise OutputBusy(f"{self.path}: another {self.what} (PID {holder}) is writing it; wait for it to "
+                                     f"finish (or, if no such process runs, delete {self.lock})") from None
+                self.lock.unlink(missing_ok=True)
+                continue
+            except OSError as exc:
+                raise MlkasrError(f"{self.path}: cannot claim it for writing ({self.lock}: "
+                                  f"{exc.strerror or exc})") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise OutputBusy(f"{self.path}: other processes keep claiming it; try again")
+
+    def _holder(self) -> int | None:
+        try:
+            text = self.lock.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _age(self) -> float:
+        try:
+            return time.time() - self.lock.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def __exit__(self, *exc_info) -> None:
+        if self.held:
+            self.lock.unlink(missing_ok=True)
+            self.held = False
