@@ -13,7 +13,8 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +35,11 @@ PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrapp
 MEAN_SHIFT_KEYS = ("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias")
 SAFETENSORS_FORMAT = "mlkasr"
 _BLOCK_KEY = re.compile(r"^body\.0\.body\.(\d+)\.")
+# Tensor elements one weights file may declare (2^28: 1 GiB of float32). The base MAN has 8.7M parameters, and an
+# mlkasr training checkpoint (weights, EMA, Adam moments, a GAN's discriminator) stays far below. Checked from the
+# declared shapes before anything is computed: a few KB of stride-0 views can declare tens of GB.
+MAX_WEIGHT_ELEMENTS = 2**28
+_MAX_ARCHIVE_BYTES = 8 * MAX_WEIGHT_ELEMENTS  # unpacked storages of a torch.save archive (float64 at most)
 
 
 class CheckpointError(MlkasrError, ValueError):
@@ -47,9 +53,17 @@ def load_model(path: str | os.PathLike) -> MAN:
     """
     path = resolve_weights(path)
     state_dict, ablations = _read_weights(path)
-    spec = infer_spec(state_dict, source=path, ablations=ablations)
-    model = MAN(spec)
-    _load_strict(model, state_dict, source=path)
+    return model_from_state_dict(state_dict, ablations=ablations, source=path)
+
+
+def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], ablations: Ablations | None = None,
+                          source: object = "state dict") -> MAN:
+    """The network an unwrapped state dict describes (``infer_spec``), loaded strictly, in eval mode.
+
+    For weights that arrive in memory (spandrel, ComfyUI); the mean shifts may be absent, as in ``load_model``.
+    """
+    model = MAN(infer_spec(state_dict, source=source, ablations=ablations))
+    _load_strict(model, state_dict, source=source)
     return model.eval()
 
 
@@ -133,17 +147,65 @@ def _torch_load(path: Path) -> object:
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path}: not a checkpoint: a PyTorch file is a zip archive or a pickle, this one "
                               f"starts with {head!r}")
+    if head.startswith(b"PK\x03\x04"):
+        _check_archive_size(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise CheckpointError(
-            f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers "
-            f"(loading it could run arbitrary code). Re-save it as a plain state dict or .safetensors. ({exc})"
-        ) from exc
+            f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers"
+            f"{f' ({found.group(1)})' if found else ''}, and loading it could run arbitrary code; re-save it as a "
+            "plain state dict or .safetensors"
+        ) from None
     except Exception as exc:  # a damaged archive or pickle: RuntimeError, EOFError, KeyError, ValueError ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+    _check_element_budget((tensor.numel() for tensor in _tensors_in(checkpoint)), path)
+    return checkpoint
+
+
+def _first_line(exc: Exception) -> str:
+    """torch's messages run over many lines (with advice that does not apply here): the first one says what."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _check_archive_size(path: Path) -> None:
+    """A torch.save archive whose records unpack to more than any MAN needs is refused before it is read
+    (a compressed record can unpack to gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(record.file_size for record in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load says what is wrong with it
+    if unpacked > _MAX_ARCHIVE_BYTES:
+        raise CheckpointError(f"{path}: unpacks to {unpacked / 2**30:.1f} GiB, more than a MAN weights file can "
+                              f"need ({_MAX_ARCHIVE_BYTES / 2**30:.0f} GiB); refused before reading it")
+
+
+def _check_element_budget(counts: Iterable[int], path: Path) -> None:
+    total = 0
+    for count in counts:
+        total += count
+        if total > MAX_WEIGHT_ELEMENTS:
+            raise CheckpointError(
+                f"{path}: declares more than {MAX_WEIGHT_ELEMENTS:,} tensor elements, far beyond any MAN (the base "
+                "MAN has 8.7M parameters); refused before allocating them")
+
+
+def _tensors_in(obj: object) -> Iterator[torch.Tensor]:
+    """Every tensor in nested dicts, lists and tuples (iteratively: a deep nest is no RecursionError)."""
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            yield item
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
 
 
 def check_weight_values(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint") -> None:
@@ -250,8 +312,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     """The tensors, and mlkasr's metadata when the file has it."""
     try:
         with safe_open(str(path), framework="pt") as f:
+            _check_element_budget((math.prod(f.get_slice(k).get_shape()) for k in f.keys()), path)
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from exc
     state_dict = {_strip_prefixes(k): v for k, v in tensors.items()}
