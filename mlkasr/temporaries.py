@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import MlkasrError
+from .processes import process_alive
 
 TEMPORARY_TAGS = (".part", ".tmp")
 _CLAIM_WRITE_SECONDS = 5.0  # a claim file without a PID yet is younger than this, or left by a crash
@@ -20,19 +21,6 @@ _CLAIM_WRITE_SECONDS = 5.0  # a claim file without a PID yet is younger than thi
 
 class OutputBusy(MlkasrError):
     """Another live process is writing the same output."""
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (ours counts as alive)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def temporary_path(path: str | os.PathLike, tag: str = ".part") -> Path:

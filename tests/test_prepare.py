@@ -522,3 +522,18 @@ def test_a_build_killed_while_replacing_its_output_loses_nothing(tmp_path):
     with pytest.warns(UserWarning, match="removed .*the replaced output"):
         remove_dead_partials(final)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmdb"]
+
+
+def test_a_rerun_for_fewer_scales_removes_the_partials_of_the_others(tmp_path, capsys):
+    """A killed ``prepare lr --scale 2 3 4`` rerun with ``--scale 2``: the X3/X4 partials go too, not only X2's."""
+    hr = tmp_path / "hr"
+    write_image(hr / "a.png", textured(24, 24))
+    pid = _dead_pid()
+    for scale in (2, 3, 4):
+        (tmp_path / "lr" / f"X{scale}.partial-{pid}").mkdir(parents=True)
+    live = tmp_path / "lr" / f"X4.partial-{os.getppid()}"  # a build in progress elsewhere: left alone
+    live.mkdir()
+    argv = ["prepare", "lr", "--input", str(hr), "--output", str(tmp_path / "lr"), "--scale", "2", "--workers", "1"]
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr().err.count("warning: removed") == 3
+    assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == ["X2", live.name]

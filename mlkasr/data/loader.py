@@ -7,11 +7,8 @@ with ``start = t * W * B``: no state to save beyond the iteration.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
-import signal
-import sys
 from collections.abc import Iterator
 from functools import partial
 
@@ -19,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+from ..processes import die_with_parent
 
 
 class DrawSampler(Sampler[int]):
@@ -37,30 +34,13 @@ class DrawSampler(Sampler[int]):
             index += self.world_size
 
 
-def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process the moment ``parent`` ends, however it ends (kill -9 included).
-
-    A worker that outlives its trainer keeps the trainer's open files: the run folder's lock among them, so a
-    ``--resume auto`` right after a kill would be refused until torch's watchdog noticed (~5 s). Linux only
-    (prctl); elsewhere the watchdog remains.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    try:  # the parent may have died before the prctl took effect
-        os.kill(parent, 0)
-    except ProcessLookupError:
-        os._exit(1)
-    except PermissionError:
-        pass
-
-
 def seed_worker(worker_id: int, seed: int, rank: int, parent: int | None = None) -> None:
     """Seed every global RNG a worker might touch from (seed, rank, worker), and keep it to one thread.
 
     Samples do not depend on these (they come from (seed, draw index)); this only makes anything else a user adds
     deterministic, and stops each worker from starting a thread per core. ``parent``: the trainer's PID, whose
-    death ends the worker at once (``die_with_parent``).
+    death ends the worker at once: an orphan would keep the trainer's files open, the run folder's lock among
+    them, and a ``--resume auto`` right after a kill -9 would be refused until torch's watchdog noticed (~5 s).
     """
     if parent is not None:
         die_with_parent(parent)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import deque
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import TypeVar
 
 from tqdm import tqdm
 
-from .staging import process_alive
+from ..processes import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,9 +19,6 @@ R = TypeVar("R")
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent still lives (where prctl is missing)
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -34,36 +30,7 @@ def _init_worker(parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group: only the parent should react (cancel what is pending, let the running
     # items finish, delete its partial output). A worker dying of it would break the pool and hang the shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent_pid)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Exit when the parent dies, even by SIGKILL: orphaned workers would run on with nobody to stop them.
-
-    Linux delivers a signal on the parent's death (prctl PR_SET_PDEATHSIG); a watcher thread covers the rest
-    (other systems, a pool started from a thread, a forkserver parent) by polling the parent's pid.
-    """
-    import ctypes
-    import sys
-    import threading
-
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
-        except (OSError, AttributeError):
-            pass
-    parent_at_start = os.getppid()
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent_at_start or not process_alive(parent_pid):
-                os._exit(1)
-            time.sleep(PARENT_CHECK_SECONDS)
-
-    if not process_alive(parent_pid):  # the parent died before prctl took effect
-        os._exit(1)
-    threading.Thread(target=watch, name="mlkasr-parent-watch", daemon=True).start()
+    die_with_parent(parent_pid)
 
 
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str, progress: bool = True) -> list[R]:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..paths import check_output_folder
+from ..processes import process_alive
 from .errors import DataError
 
 PARTIAL = ".partial-"
@@ -40,16 +41,18 @@ def check_target(final: Path, overwrite: bool, inputs: Iterable[str | os.PathLik
 
 
 def remove_dead_partials(final: str | os.PathLike) -> list[Path]:
-    """Delete ``{final}.partial-{pid}`` left by processes that are gone (kill -9, power loss), with a warning each.
+    """Delete the ``{name}.partial-{pid}`` beside ``final`` left by processes that are gone (kill -9, power loss),
+    with a warning each: of any name, since a killed build of several outputs (``prepare lr --scale 2 3 4``) may
+    be rerun for one of them only.
 
-    A ``{final}.replaced-{pid}`` (the old output, moved aside while publishing) is deleted when the new one is in
+    A ``{name}.replaced-{pid}`` (the old output, moved aside while publishing) is deleted when the new one is in
     place, and moved back when the process died before that.
     """
     final = Path(final)
     removed = []
     if not final.parent.is_dir():
         return removed
-    for partial in sorted(final.parent.glob(f"{final.name}{PARTIAL}*")):
+    for partial in sorted(final.parent.glob(f"*{PARTIAL}*")):
         pid = partial.name.rsplit(PARTIAL, 1)[1]
         if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
@@ -59,29 +62,20 @@ def remove_dead_partials(final: str | os.PathLike) -> list[Path]:
             partial.unlink(missing_ok=True)
         removed.append(partial)
         warnings.warn(f"removed {partial}: an unfinished output of process {pid}, which no longer runs", stacklevel=2)
-    for old in sorted(final.parent.glob(f"{final.name}{REPLACED}*")):  # killed inside publish()
-        pid = old.name.rsplit(REPLACED, 1)[1]
+    for old in sorted(final.parent.glob(f"*{REPLACED}*")):  # killed inside publish()
+        name, pid = old.name.rsplit(REPLACED, 1)
         if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
-        if os.path.lexists(final):  # the new output made it into place: the old one is garbage
+        replaced = old.with_name(name)
+        if os.path.lexists(replaced):  # the new output made it into place: the old one is garbage
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
             removed.append(old)
             warnings.warn(f"removed {old}: the replaced output of process {pid}, which no longer runs", stacklevel=2)
         else:  # killed between the two renames: put the previous output back rather than lose it
-            os.replace(old, final)
-            warnings.warn(f"restored {final} from {old.name}: process {pid} was killed while replacing it",
+            os.replace(old, replaced)
+            warnings.warn(f"restored {replaced} from {old.name}: process {pid} was killed while replacing it",
                           stacklevel=2)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 @contextmanager
