@@ -393,3 +393,52 @@ def test_save_model_follows_the_umask(trained_tiny, tmp_path, umask):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors' own writer made 0600
+
+
+def test_stride_0_bomb_is_refused_from_declared_sizes_in_milliseconds(tmp_path, capsys):
+    """A few KB of expanded (stride-0) views declared 28.8 GB: `info` used to allocate it all to check the values."""
+    import time
+
+    state = mlkasr.build_model("man-tiny", 2).state_dict()
+    state["body.0.body.0.norm.weight"] = torch.zeros(1).expand(2**16, 2**15)  # 2^31 elements, 4 bytes stored
+    bomb = tmp_path / "bomb.pth"
+    torch.save(state, bomb)
+    assert bomb.stat().st_size < 2_000_000
+    started = time.perf_counter()
+    assert main(["info", str(bomb)]) == 2
+    assert time.perf_counter() - started < 2.0
+    err = capsys.readouterr().err
+    assert "bomb.pth: declares more than 268,435,456 tensor elements" in err and err.count("\n") == 1
+
+
+def test_the_element_budget_covers_safetensors_and_keeps_real_models(tmp_path, monkeypatch):
+    from mlkasr.models import checkpoint
+
+    for name in ("man-tiny_x2", "man-tiny_x4_real"):  # shipped weights load under the budget
+        assert mlkasr.load_model(name).scale in (2, 4)
+    with torch.device("meta"):
+        assert mlkasr.build_model("man", 4).num_parameters * 5 < checkpoint.MAX_WEIGHT_ELEMENTS  # + EMA and Adam
+    path = mlkasr.save_model(mlkasr.build_model("man-tiny", 2), tmp_path / "m.safetensors")
+    monkeypatch.setattr(checkpoint, "MAX_WEIGHT_ELEMENTS", 1000)
+    with pytest.raises(CheckpointError, match="m.safetensors: declares more than 1,000 tensor elements"):
+        mlkasr.load_model(path)
+
+
+def test_a_refused_pickle_is_one_line_of_our_own(trained_tiny, tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"params": trained_tiny.state_dict(), "hook": _Payload()}, path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights_only" not in err and "evil.pth: refused to load" in err
+    assert "posix.system" in err or "os.system" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-resblocks", "100000"], "--n-resblocks must be at most 256 blocks"),
+    (["--n-feats", "3000"], "--n-feats must be at most 1024"),
+])
+def test_width_and_depth_are_bounded(argv, message, capsys):
+    assert main(["info", "--arch", "man-tiny", "--scale", "4", *argv]) == 2
+    assert message in capsys.readouterr().err
+    for name, (blocks, feats) in VARIANTS.items():  # every published variant passes
+        assert mlkasr.models.zoo.size_problem(feats, blocks) is None

@@ -88,7 +88,7 @@ class InferenceOptions:
         if self.tile is not None and (not _is_int(self.tile) or self.tile <= 2 * self.tile_overlap):
             raise InferenceOptionsError(
                 f"--tile must be an integer larger than twice --tile-overlap ({2 * self.tile_overlap}) so that "
-                f"every tile keeps a core of its own, or None for whole images; got {self.tile!r}"
+                f"every tile keeps a core of its own (or not given, for whole images); got {self.tile!r}"
             )
         if not isinstance(self.self_ensemble, bool):
             raise InferenceOptionsError(f"--self-ensemble must be True or False, got {self.self_ensemble!r}")

@@ -34,10 +34,18 @@ def variant_name(n_feats: int, n_resblocks: int, ablations: Ablations = Ablation
     return "-".join([name, *ablations.tags()])
 
 
+# The widest and deepest network mlkasr builds: ~6x the base MAN's width (180) and 7x its depth (36). Beyond them a
+# network takes minutes to build and gigabytes to hold before its first step, so a typo is refused, not run.
+MAX_N_FEATS = 1024
+MAX_N_RESBLOCKS = 256
+
+
 def width_problem(n_feats: object) -> str | None:
     """Why ``n_feats`` cannot be a MAN width, or None (callers prefix the key or option they read it from)."""
     if isinstance(n_feats, bool) or not isinstance(n_feats, int) or n_feats < 3 or n_feats % 3:
         return f"must be a positive multiple of 3 (MLKA splits the channels into 3 groups), got {n_feats!r}"
+    if n_feats > MAX_N_FEATS:
+        return f"must be at most {MAX_N_FEATS} (the base MAN has 180), got {n_feats}"
     return None
 
 
@@ -45,6 +53,16 @@ def depth_problem(n_resblocks: object) -> str | None:
     """Why ``n_resblocks`` cannot be a MAN depth, or None."""
     if isinstance(n_resblocks, bool) or not isinstance(n_resblocks, int) or n_resblocks < 1:
         return f"must be a positive number of blocks, got {n_resblocks!r}"
+    if n_resblocks > MAX_N_RESBLOCKS:
+        return f"must be at most {MAX_N_RESBLOCKS} blocks (the base MAN has 36), got {n_resblocks}"
+    return None
+
+
+def size_problem(n_feats: object, n_resblocks: object) -> str | None:
+    """Why this width and depth cannot be a MAN network (``"n_feats must be ..."``), or None."""
+    for key, problem in (("n_feats", width_problem(n_feats)), ("n_resblocks", depth_problem(n_resblocks))):
+        if problem:
+            return f"{key} {problem}"
     return None
 
 
@@ -59,9 +77,8 @@ def make_spec(name: str, scale: int, n_feats: int | None = None, n_resblocks: in
     default_blocks, default_feats = VARIANTS[name]
     n_feats = default_feats if n_feats is None else n_feats
     n_resblocks = default_blocks if n_resblocks is None else n_resblocks
-    for key, problem in (("n_feats", width_problem(n_feats)), ("n_resblocks", depth_problem(n_resblocks))):
-        if problem:
-            raise SpecError(f"{key} {problem}")
+    if problem := size_problem(n_feats, n_resblocks):
+        raise SpecError(problem)
     ablations = Ablations() if ablations is None else ablations
     return ModelSpec(variant_name(n_feats, n_resblocks, ablations), scale, n_feats, n_resblocks, ablations)
 
@@ -101,10 +118,8 @@ def spec_from_dict(raw: Mapping, source: object = "spec") -> ModelSpec:
         raise SpecError(f"{source}: a model spec needs at least 'name' and 'scale', got {raw!r}")
     if "n_feats" not in raw:
         return make_spec(raw.get("name"), raw["scale"])
-    problems = (("n_feats", width_problem(raw["n_feats"])), ("n_resblocks", depth_problem(raw.get("n_resblocks"))))
-    for key, problem in problems:
-        if problem:
-            raise SpecError(f"{source}: {key} {problem}")
+    if problem := size_problem(raw["n_feats"], raw.get("n_resblocks")):
+        raise SpecError(f"{source}: {problem}")
     ablations = ablations_from_dict(raw.get("ablations", {}), source)
     return ModelSpec(variant_name(raw["n_feats"], raw["n_resblocks"], ablations), int(raw["scale"]), raw["n_feats"],
                      raw["n_resblocks"], ablations)
