@@ -26,7 +26,7 @@ from ..errors import MlkasrError
 from ..paths import file_problem
 from ..weights import resolve_weights
 from .man import MAN, Ablations, ModelSpec
-from .zoo import SpecError, ablations_from_dict, variant_name
+from .zoo import SpecError, ablations_from_dict, size_problem, variant_name
 
 # Wrapper keys seen in the wild, best first: BasicSR saves EMA weights as params_ema (about 2 dB better than
 # params for the base MAN), mlkasr training checkpoints keep "ema" and "model".
@@ -154,7 +154,7 @@ def _torch_load(path: Path) -> object:
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = re.search(r"(?:unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(exc), re.IGNORECASE)
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers"
             f"{f' ({found.group(1)})' if found else ''}, and loading it could run arbitrary code; re-save it as a "
@@ -268,6 +268,8 @@ def infer_spec(state_dict: Mapping[str, torch.Tensor], source: object = "checkpo
     n_resblocks = max(blocks) + 1 if blocks else 0
     if blocks != set(range(n_resblocks)):
         raise CheckpointError(f"{source}: MAB indices are not contiguous: {sorted(blocks)}")
+    if problem := size_problem(n_feats, n_resblocks):
+        raise CheckpointError(f"{source}: {problem}")
     ablations = Ablations() if ablations is None else ablations
     return ModelSpec(variant_name(n_feats, n_resblocks, ablations), scale, n_feats, n_resblocks, ablations)
 
@@ -346,7 +348,8 @@ def _check_declared(declared: Mapping, spec: ModelSpec, path: Path) -> None:
     """Width, depth and scale in the file's metadata agree with its tensors."""
     found = tuple(str(declared.get(k)) for k in ("scale", "n_feats", "n_resblocks"))
     if found != (str(spec.scale), str(spec.n_feats), str(spec.n_resblocks)):
-        raise CheckpointError(f"{path}: metadata {dict(declared)} disagrees with the tensors ({spec})")
+        raise CheckpointError(f"{path}: metadata (scale, n_feats, n_resblocks = {', '.join(found)}) disagrees with "
+                              f"the tensors (x{spec.scale}, {spec.n_feats}, {spec.n_resblocks})")
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
