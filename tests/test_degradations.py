@@ -243,6 +243,15 @@ def test_degrade_grammar_errors(spec, message):
         parse_degradation(spec)
 
 
+def test_degrade_seed_is_an_exact_integer_in_range():
+    """Through a float, seed=9007199254740993 was silently rounded to ...992."""
+    assert parse_degradation("seed=9007199254740993").seed == 9007199254740993
+    assert parse_degradation(f"seed={2**63 - 1}").seed == 2**63 - 1
+    for spec in (f"seed={2**63}", "seed=1e3", "seed=3.0", "seed=+3"):
+        with pytest.raises(DegradeSpecError, match="non-negative whole number, at most 2\\^63-1"):
+            parse_degradation(spec)
+
+
 def test_degradation_is_seeded_per_image_and_lowers_bicubic_psnr():
     sets = [load_benchmark_set(SET5, 4)]
     degrade = parse_degradation("jpeg=40,noise=5")

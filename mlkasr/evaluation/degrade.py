@@ -57,6 +57,7 @@ class LrDegradation:
 
 
 _KEYS = ("blur", "noise", "jpeg", "seed")
+MAX_SEED = 2**63 - 1  # numpy's SeedSequence takes any size; one signed 64-bit range for every seed in mlkasr
 
 
 def parse_degradation(spec: str) -> LrDegradation:
@@ -77,20 +78,23 @@ def parse_degradation(spec: str) -> LrDegradation:
             fail(f"unknown key {key!r}; expected one of {', '.join(_KEYS)}")
         if key in values:
             fail(f"{key} is given twice")
+        if key == "seed":  # as an integer, exactly: through a float, 9007199254740993 became ...992
+            if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
+                fail(f"seed={text} must be a non-negative whole number, at most 2^63-1")
+            values[key] = int(text)
+            continue
         try:
             number = float(text)
         except ValueError:
             fail(f"{key}={text!r} is not a number")
         if not math.isfinite(number):
             fail(f"{key}={text} is not finite")
-        if key in ("jpeg", "seed"):
+        if key == "jpeg":
             if not number.is_integer():
                 fail(f"{key}={text} must be a whole number")
             number = int(number)
         if key == "jpeg" and not 1 <= number <= 100:
             fail(f"jpeg={text}: quality must be in 1-100")
-        if key == "seed" and number < 0:
-            fail(f"seed={text} must be non-negative")
         if key == "noise" and not 0 <= number <= 255:
             fail(f"noise={text}: sigma (0-255 scale) must be in [0, 255]")
         if key == "blur" and not 0 < number <= 20:
