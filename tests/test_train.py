@@ -419,7 +419,8 @@ def test_image_cache_is_automatic_only_for_folders_that_fit(data_dir, tmp_path, 
     def decision(*overrides: str) -> bool:
         config = _config(data_dir, *overrides)
         dataset = PairedPatchDataset(HrOnlySource(config.data.train.hr), scale=4, patch_size=8)
-        return training_data._should_cache(config, dataset)
+        training_data._set_caching(config, [(training_data.train_sources(config)[0][1], dataset)])
+        return dataset.cache_images
 
     assert decision() is True  # a few small images: well under the budget
     monkeypatch.setattr(training_data, "CACHE_AUTO_LIMIT_BYTES", 1000)

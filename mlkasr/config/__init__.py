@@ -12,6 +12,7 @@ from .schema import (
     ScheduleConfig,
     TrainConfig,
     TrainDataConfig,
+    TrainSourceConfig,
     ValSetConfig,
     VggLayerWeights,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "TrainDataConfig",
+    "TrainSourceConfig",
     "ValSetConfig",
     "VggLayerWeights",
     "config_from_dict",

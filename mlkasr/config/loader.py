@@ -242,6 +242,9 @@ def check_config(config: Config, source: str = "config") -> None:
     _check_schedule(t.schedule, "train.schedule", t.iterations, t.lr, fail)
     _check_losses(config, fail)
     _check_degradation(config, fail)
+    _check_sources(config, fail)
+    _check_accumulation(t, fail)
+    _check_best(config, fail)
     if config.data.val_max_images is not None and config.data.val_max_images < 1:
         fail("data.val_max_images", f"must be at least 1 or null, got {config.data.val_max_images}")
     for i, val in enumerate(config.data.val):
@@ -270,6 +273,55 @@ def _check_degradation(config: Config, fail) -> None:
     except MlkasrError as exc:  # its message starts with the dotted key
         key, _, message = str(exc).partition(": ")
         fail(key, message)
+
+
+def _check_sources(config: Config, fail) -> None:
+    """data.train.sources replaces hr/lr/degradation; every source has an hr; weights on all of them or none."""
+    train = config.data.train
+    if not train.sources:
+        return
+    given = [key for key in ("hr", "lr", "degradation") if getattr(train, key) is not None]
+    if given:
+        fail(f"data.train.{given[0]}", "cannot be set together with data.train.sources: give each source its own "
+                                        "hr / lr / degradation")
+    from ..data.degradations import resolve_degradation
+
+    for i, source in enumerate(train.sources):
+        key = f"data.train.sources[{i}]"
+        if not source.hr:
+            fail(f"{key}.hr", "is required: a folder of HR images or an HR LMDB")
+        if source.weight is not None and not source.weight > 0:
+            fail(f"{key}.weight", f"must be positive, got {source.weight}")
+        if source.lr is not None and source.degradation is not None:
+            fail(f"{key}.degradation", f"makes LR from HR on the fly, but {key}.lr is set; set lr: null")
+        if source.degradation is not None:
+            try:
+                resolve_degradation(source.degradation)
+            except MlkasrError as exc:  # named as data.train.degradation.*: this source's key instead
+                where, _, message = str(exc).partition(": ")
+                fail(where.replace("data.train.degradation", f"{key}.degradation", 1), message)
+    unweighted = [i for i, source in enumerate(train.sources) if source.weight is None]
+    if unweighted and len(unweighted) < len(train.sources):
+        fail(f"data.train.sources[{unweighted[0]}].weight", "is missing: give every source a weight, or none "
+                                                          "(then each is drawn in proportion to its image count)")
+
+
+def _check_accumulation(t, fail) -> None:
+    if t.accumulate < 1:
+        fail("train.accumulate", f"must be at least 1, got {t.accumulate}")
+    if t.batch_size % t.accumulate:
+        fail("train.accumulate", f"train.batch_size {t.batch_size} does not split into {t.accumulate} equal "
+                                 "micro-batches: use a divisor of the batch size")
+
+
+def _check_best(config: Config, fail) -> None:
+    """train.best_set names one of data.val's sets (by its name, or its folder's when it has none)."""
+    if config.train.best_set is None:
+        return
+    names = [val.name or Path(val.path).name for val in config.data.val]
+    if config.train.best_set not in names:
+        known = f"one of {', '.join(names)}" if names else "a set of data.val, which is empty"
+        fail("train.best_set", f"no validation set is named {config.train.best_set!r}; expected {known}")
 
 
 def _check_schedule(s, key: str, iterations: int, lr: float, fail) -> None:

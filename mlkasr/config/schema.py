@@ -118,6 +118,18 @@ class DegradationConfig:
 
 
 @dataclass
+class TrainSourceConfig:
+    """One of several training sources (e.g. DIV2K and Flickr2K, which make DF2K); hr/lr/degradation as in data.train."""
+
+    hr: str | None = _f(None, "HR images: a folder of images or an LMDB (required)")
+    lr: str | None = _f(None, "LR images matching hr (same kind as hr); null = made from HR on the fly")
+    weight: float | None = _f(
+        None, "share of the draws, relative to the other sources' weights; null (on every source) = by image count"
+    )
+    degradation: DegradationConfig | None = _f(None, "degrade this source's LR on the fly, e.g. {preset: photo}; needs lr: null")
+
+
+@dataclass
 class TrainDataConfig:
     hr: str | None = _f(None, "HR images: a folder of images (not searched recursively) or an LMDB (a folder holding data.mdb)")
     lr: str | None = _f(None, "LR images matching hr (folder or LMDB, same kind as hr); null = made from HR on the fly (MATLAB bicubic)")
@@ -133,6 +145,11 @@ class TrainDataConfig:
         None,
         "degrade LR on the fly (blur, resize, noise, JPEG) instead of clean bicubic, e.g. {preset: photo}; needs lr: null",
     )
+    sources: list[TrainSourceConfig] = _f(
+        [],
+        "several sources drawn from in one stream, each {hr, lr, weight, degradation} (DF2K = the DIV2K and Flickr2K "
+        "LMDBs); instead of hr/lr/degradation",
+    )
 
 
 @dataclass
@@ -144,7 +161,7 @@ class ValSetConfig:
 @dataclass
 class DataConfig:
     train: TrainDataConfig = field(default_factory=TrainDataConfig, metadata={"help": "training data"})
-    val: list[ValSetConfig] = _f([], "benchmark sets, each {path, name}; best.pth is chosen by the first set's PSNR")
+    val: list[ValSetConfig] = _f([], "benchmark sets, each {path, name}; best.pth is chosen by train.best_metric on train.best_set")
     val_max_images: int | None = _f(None, "validate on the first N images of each set only (null = all)")
 
 
@@ -220,6 +237,11 @@ class DiscriminatorConfig:
 class TrainConfig:
     iterations: int = _f(1_600_000, "total optimiser steps")
     batch_size: int = _f(32, "global batch size (split evenly across DDP ranks)")
+    accumulate: int = _f(
+        1,
+        "micro-batches per step: each rank's share of the batch is split into this many, run one after another and "
+        "their gradients summed (the same update in less memory); batch_size must divide by it",
+    )
     lr: float = _f(5e-4, "peak learning rate")
     optimizer: Literal["adam", "adamw"] = _f("adam", "adam or adamw")
     betas: list[float] = _f([0.9, 0.99], "Adam betas")
@@ -247,6 +269,8 @@ class TrainConfig:
     save_every: int = _f(5000, "write a checkpoint every N iterations (and at the end)")
     val_every: int = _f(5000, "validate every N iterations (and at the end)")
     keep_last: int = _f(3, "iter_*.pth checkpoints kept (best.pth is kept besides)")
+    best_metric: Literal["psnr", "ssim"] = _f("psnr", "what chooses best.pth: psnr or ssim on train.best_set")
+    best_set: str | None = _f(None, "the validation set (its name in data.val) that chooses best.pth; null = the first")
     nan_tolerance: int = _f(10, "stop after this many consecutive non-finite steps (each is skipped)")
     seed: int = _f(0, "seed of the network initialisation")
 

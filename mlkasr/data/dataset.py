@@ -24,6 +24,7 @@ from .subimages import expected_lr_shape
 _PERMUTATION_STREAM = 0  # separate RNG streams for the epoch order and the per-draw crop/augmentation
 _DRAW_STREAM = 1
 _DEGRADE_STREAM = 2
+_SOURCE_TAG = 3  # one of several sources: its streams are keyed by (seed, _SOURCE_TAG, source number, stream, ...)
 # LR pixels of real image context kept around a patch while it is degraded, so that blur kernels (up to 21 px) and
 # resizing see the image rather than a border; mirrored where the patch touches the image's edge.
 DEGRADE_MARGIN = 8
@@ -75,7 +76,8 @@ class PairedPatchDataset(Dataset):
     """
 
     def __init__(self, source: PatchSource, scale: int, patch_size: int, augment: bool = True, seed: int = 0,
-                 cache_images: bool = False, degradation: Degradation | None = None) -> None:
+                 cache_images: bool = False, degradation: Degradation | None = None,
+                 source_number: int | None = None) -> None:
         if scale < 1 or patch_size < 1:
             raise DataError(f"scale and patch size must be positive, got scale {scale}, patch size {patch_size}")
         if seed < 0:
@@ -85,6 +87,8 @@ class PairedPatchDataset(Dataset):
         self.patch_size = patch_size
         self.augment = augment
         self.seed = seed
+        # Source k of several draws from its own streams; a lone source keeps the plain (seed, stream, i) keys.
+        self._entropy = [seed] if source_number is None else [seed, _SOURCE_TAG, source_number]
         self.cache_images = cache_images
         if degradation is not None and source.paired:
             raise DataError(f"{source.describe()}: a degradation makes LR from HR; give HR only (data.train.lr: null)")
@@ -122,6 +126,8 @@ class PairedPatchDataset(Dataset):
         if self.skipped_small:
             n = len(self.skipped_small)
             text += f" ({n} image{'s' if n > 1 else ''} smaller than the {self.scale * self.patch_size}px HR patch skipped)"
+        if self.degradation is not None:
+            text += f", LR by {self.degradation.describe()}"
         return text
 
     def _too_small(self, item: SourceItem) -> bool:
@@ -135,19 +141,23 @@ class PairedPatchDataset(Dataset):
             raise IndexError(f"draw index must be non-negative, got {index}")
         epoch, offset = divmod(index, len(self.items))
         if self._permutation is None or self._permutation[0] != epoch:
-            rng = np.random.default_rng([self.seed, _PERMUTATION_STREAM, epoch])
+            rng = np.random.default_rng([*self._entropy, _PERMUTATION_STREAM, epoch])
             self._permutation = (epoch, rng.permutation(len(self.items)))
         return int(self._permutation[1][offset])
 
     def plan(self, index: int, lr_height: int, lr_width: int) -> Draw:
         item = self.items[self.image_position(index)]
-        rng = np.random.default_rng([self.seed, _DRAW_STREAM, index])
+        rng = np.random.default_rng([*self._entropy, _DRAW_STREAM, index])
         top = int(rng.integers(0, lr_height - self.patch_size + 1))
         left = int(rng.integers(0, lr_width - self.patch_size + 1))
         flips = rng.random(3) < 0.5
         if not self.augment:
             flips[:] = False
         return Draw(index, item.key, top, left, bool(flips[0]), bool(flips[1]), bool(flips[2]))
+
+    def hr_dtype(self, index: int) -> np.dtype:
+        """The pixel type of draw ``index``'s HR image (uint8 or uint16), e.g. to write its patch at full depth."""
+        return self._load(self.image_position(index))[0].dtype
 
     def locate(self, index: int) -> Draw:
         """The draw of ``index`` without making the patch (loads the image for its size)."""
@@ -183,7 +193,7 @@ class PairedPatchDataset(Dataset):
         region = region.astype(np.float32) * _unit_scale(region.dtype)
         if any(pads):
             region = np.pad(region, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)), mode="reflect")
-        rng = np.random.default_rng([self.seed, _DEGRADE_STREAM, draw.index])
+        rng = np.random.default_rng([*self._entropy, _DEGRADE_STREAM, draw.index])
         lr = self.degradation(region, (p + 2 * m, p + 2 * m), rng)
         return lr[m : m + p, m : m + p]
 

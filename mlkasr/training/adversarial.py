@@ -9,8 +9,11 @@ updates the discriminator's parameters are frozen, so the generator's gan term p
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig
 from .distributed import DistContext, wrap_ddp
@@ -39,32 +42,40 @@ class Adversary:
     def set_iteration(self, iteration: int) -> float:
         return self.schedule.step(iteration)
 
-    def snapshot(self) -> None:
-        """Remember the buffers (the ``_u`` / ``_v`` vectors every training-mode forward advances)."""
+    def begin(self) -> None:
+        """Start a step: no gradients yet, and the buffers (the ``_u`` / ``_v`` vectors every training-mode forward
+        advances) remembered, so that ``restore`` can put them back."""
+        self.optimizer.zero_grad(set_to_none=True)
         self._saved_buffers = [b.detach().clone() for b in self.network.buffers()]
 
     def restore(self) -> None:
-        """Put the snapshot back: a skipped step leaves the discriminator exactly as it was."""
+        """Put the remembered buffers back: a skipped step leaves the discriminator exactly as it was."""
         with torch.no_grad():
             for buffer, saved in zip(self.network.buffers(), self._saved_buffers):
                 buffer.copy_(saved)
 
-    def backward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Gradients of the discriminator's loss; returns (all finite, {"d_real": ..., "d_fake": ...})."""
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward(self, sr: torch.Tensor, hr: torch.Tensor, weight: float = 1.0,
+                 sync: bool = True) -> dict[str, torch.Tensor]:
+        """Add ``weight`` x the gradients of the discriminator's loss on (a micro-batch of) the step; returns
+        ``{"d_real": ..., "d_fake": ...}``. ``sync=False``: DDP keeps them local (all but the last micro-batch)."""
         for p in self._params:
             p.requires_grad_(True)
+        no_sync = self.runner.no_sync() if not sync and isinstance(self.runner, DistributedDataParallel) else None
         try:
-            loss_real = real_loss(self.runner(hr.float()))
-            loss_real.backward()
-            loss_fake = fake_loss(self.runner(sr.detach().float()))
-            loss_fake.backward()
+            with no_sync or contextlib.nullcontext():
+                loss_real = real_loss(self.runner(hr.float()))
+                (loss_real * weight).backward()
+                loss_fake = fake_loss(self.runner(sr.detach().float()))
+                (loss_fake * weight).backward()
         finally:
             for p in self._params:
                 p.requires_grad_(False)
+        return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach()}
+
+    def finite(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Whether the step's discriminator losses and its summed gradients are all finite (a tensor: no sync)."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, float("inf"))  # leaves them as they are
-        finite = torch.isfinite(loss_real.detach()) & torch.isfinite(loss_fake.detach()) & torch.isfinite(grad_norm)
-        return finite, {"d_real": loss_real.detach(), "d_fake": loss_fake.detach()}
+        return torch.isfinite(losses["d_real"]) & torch.isfinite(losses["d_fake"]) & torch.isfinite(grad_norm)
 
     def step(self) -> None:
         self.optimizer.step()

@@ -94,7 +94,7 @@ def build_parts(config: Config, runtime: Runtime, ctx: DistContext, loss_fn: nn.
         model = torch.compile(model)
     step = TrainStep(
         model, raw_model, losses, optimizer, ema, runtime.precision, device, t.grad_clip, ctx, runtime.memory_format,
-        adversary,
+        adversary, t.accumulate,
     )
     notes = step.load_state_dict(start_state) if start_state else []
     return TrainingParts(spec, raw_model, model, ema, optimizer, schedule, guard, step, warm, notes)

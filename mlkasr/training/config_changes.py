@@ -25,7 +25,7 @@ ALLOW_FLAG = "--allow-config-change"
 # Keys that only say how the run is logged, checkpointed or loaded: the weights after N steps do not depend on
 # them (the sample stream is the same with any number of loader workers, and init_weights applies to fresh runs).
 NO_EFFECT = ("name", "logging.", "data.train.num_workers", "data.train.cache_images", "train.save_every",
-             "train.val_every", "train.keep_last", "model.init_weights")
+             "train.val_every", "train.keep_last", "model.init_weights", "train.best_metric", "train.best_set")
 
 
 class ConfigChangeRefused(MlkasrError):

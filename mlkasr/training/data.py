@@ -2,6 +2,9 @@
 
 Step ``k`` consumes draws ``[k * B, (k + 1) * B)`` of the stream (B = the global batch); rank ``r`` of ``W`` takes
 every W-th draw of them. So resuming is "start the stream at ``data_position``" and nothing else.
+
+The stream comes from ``data.train.hr`` / ``lr`` / ``degradation`` (one source), or from ``data.train.sources``
+(several, mixed by ``mlkasr.data.mixed``). A sources list of one entry is exactly the single form.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
-from ..config import Config
+from ..config import Config, TrainSourceConfig
 from ..data.degradations import Degradation, resolve_degradation
 from ..data import FolderPairSource, HrOnlySource, LmdbPairSource, PairedPatchDataset, PatchSource, build_loader
+from ..data.mixed import MixedPatchDataset
 from ..errors import MlkasrError
 from ..imaging.io import read_image_size
 from .distributed import DistContext
@@ -25,76 +30,109 @@ def _is_lmdb(path: Path) -> bool:
     return (path / "data.mdb").is_file()
 
 
+def train_sources(config: Config) -> list[tuple[str, TrainSourceConfig]]:
+    """``(config key, source)`` of every training source: ``data.train.sources[i]``, or ``data.train`` itself."""
+    train = config.data.train
+    if train.sources:
+        return [(f"data.train.sources[{i}]", source) for i, source in enumerate(train.sources)]
+    return [("data.train", TrainSourceConfig(hr=train.hr, lr=train.lr, degradation=train.degradation))]
+
+
 def check_data_paths(config: Config) -> None:
     """Fail fast, before a run folder is created, when training or validation data is not where the config says."""
-    train = config.data.train
-    if train.hr is None:
-        raise MlkasrError("data.train.hr is not set: give a folder of HR images or an HR LMDB, "
-                          "e.g. --set data.train.hr=datasets/DIV2K/DIV2K_train_HR_sub.lmdb")
-    hr = Path(train.hr)
-    if not hr.exists():
-        raise MlkasrError(f"data.train.hr: {hr} does not exist (relative paths are read from the current folder "
-                          f"{Path.cwd()}); set it with --set data.train.hr=PATH")
-    if train.lr is not None and train.degradation is not None:
-        raise MlkasrError(f"data.train.degradation makes LR from HR on the fly, but data.train.lr is set ({train.lr}); "
-                          "set data.train.lr: null, or remove the degradation section")
-    if train.degradation is not None:
-        resolve_degradation(train.degradation)  # a bad probability or range fails here, before the run folder
-    if train.lr is not None and not Path(train.lr).exists():
-        raise MlkasrError(f"data.train.lr: {train.lr} does not exist; set it, or set it to null to make LR on the fly")
+    for key, source in train_sources(config):
+        _check_source_paths(key, source)
     for i, val in enumerate(config.data.val):
         if not (Path(val.path) / "HR").is_dir():
             raise MlkasrError(f"data.val[{i}].path: {val.path} is not a benchmark folder (expected {val.path}/HR/)")
 
 
-def build_source(config: Config) -> PatchSource:
-    """HR+LR LMDBs, HR+LR folders, or HR only (LR made on the fly), from ``data.train.hr`` / ``data.train.lr``."""
-    check_data_paths(config)
-    hr = Path(config.data.train.hr)
-    if config.data.train.lr is None:
+def _check_source_paths(key: str, source: TrainSourceConfig) -> None:
+    if source.hr is None:
+        raise MlkasrError(f"{key}.hr is not set: give a folder of HR images or an HR LMDB, "
+                          f"e.g. --set {key}.hr=datasets/DIV2K/DIV2K_train_HR_sub.lmdb")
+    hr = Path(source.hr)
+    if not hr.exists():
+        raise MlkasrError(f"{key}.hr: {hr} does not exist (relative paths are read from the current folder "
+                          f"{Path.cwd()}); set it with --set {key}.hr=PATH")
+    if source.lr is not None and source.degradation is not None:
+        raise MlkasrError(f"{key}.degradation makes LR from HR on the fly, but {key}.lr is set ({source.lr}); "
+                          f"set {key}.lr: null, or remove the degradation section")
+    if source.degradation is not None:
+        resolve_degradation(source.degradation)  # a bad probability or range fails here, before the run folder
+    if source.lr is not None and not Path(source.lr).exists():
+        raise MlkasrError(f"{key}.lr: {source.lr} does not exist; set it, or set it to null to make LR on the fly")
+
+
+def build_source(key: str, source: TrainSourceConfig) -> PatchSource:
+    """HR+LR LMDBs, HR+LR folders, or HR only (LR made on the fly), from a source's ``hr`` / ``lr``."""
+    _check_source_paths(key, source)
+    hr = Path(source.hr)
+    if source.lr is None:
         return HrOnlySource(hr)
-    lr = Path(config.data.train.lr)
+    lr = Path(source.lr)
     if _is_lmdb(hr) and _is_lmdb(lr):
         return LmdbPairSource(hr, lr)
     if hr.is_dir() and lr.is_dir() and not _is_lmdb(hr) and not _is_lmdb(lr):
         return FolderPairSource(hr, lr)
-    raise MlkasrError(f"data.train.hr ({hr}) and data.train.lr ({lr}) must both be LMDBs or both be folders")
+    raise MlkasrError(f"{key}.hr ({hr}) and {key}.lr ({lr}) must both be LMDBs or both be folders")
 
 
-def _should_cache(config: Config, dataset: PairedPatchDataset) -> bool:
-    """The configured choice, or: cache a folder's decoded images when they fit the per-process budget.
-
-    Decoding full-size photos dominates the loader, so a few hundred of them (the 291-image set: ~0.1 GB) are worth
-    keeping; DIV2K's 800 2K images (~5 GB) are not, since every loader worker would hold its own copy.
-    """
-    choice = config.data.train.cache_images
-    if choice is not None:
-        return choice
-    if _is_lmdb(Path(config.data.train.hr)):
-        return False
-    total = 0
+def _decoded_bytes(dataset: PairedPatchDataset, scale: int) -> float | None:
+    """What a folder source's images take decoded; None when a header cannot be read (then: don't guess)."""
+    total = 0.0
     for item in dataset.items:
         size = read_image_size(item.hr)
-        if size is None:  # a header we cannot read: don't guess
-            return False
+        if size is None:
+            return None
         width, height = size
-        total += width * height * 3 * (1 + 1 / config.model.scale**2 if item.lr is not None else 1)
-    return total <= CACHE_AUTO_LIMIT_BYTES
+        total += width * height * 3 * (1 + 1 / scale**2 if item.lr is not None else 1)
+    return total
+
+
+def _set_caching(config: Config, parts: list[tuple[TrainSourceConfig, PairedPatchDataset]]) -> None:
+    """The configured choice, or: cache folders' decoded images when together they fit the per-process budget.
+
+    Decoding full-size photos dominates the loader, so a few hundred of them (the 291-image set: ~0.1 GB) are worth
+    keeping; DIV2K's 800 2K images (~5 GB) are not, since every loader worker would hold its own copy. LMDB
+    sub-images decode cheaply and are never cached automatically.
+    """
+    choice = config.data.train.cache_images
+    if choice is None:
+        folders = [dataset for source, dataset in parts if not _is_lmdb(Path(source.hr))]
+        sizes = [_decoded_bytes(dataset, config.model.scale) for dataset in folders]
+        fits = None not in sizes and sum(sizes) <= CACHE_AUTO_LIMIT_BYTES
+    for source, dataset in parts:
+        dataset.cache_images = choice if choice is not None else fits and not _is_lmdb(Path(source.hr))
+
+
+def build_train_dataset(config: Config) -> Dataset:
+    """The whole stream: draw ``i`` -> a sample, depending only on (data.train.seed, i)."""
+    sources = train_sources(config)
+    parts = []
+    for number, (key, source) in enumerate(sources):
+        dataset = PairedPatchDataset(
+            build_source(key, source),
+            scale=config.model.scale,
+            patch_size=config.data.train.patch_size,
+            seed=config.data.train.seed,
+            degradation=None if source.degradation is None else Degradation(source.degradation),
+            source_number=number if len(sources) > 1 else None,
+        )
+        parts.append((source, dataset))
+    _set_caching(config, parts)
+    if len(parts) == 1:
+        return parts[0][1]
+    weights = [source.weight for source, _ in parts]
+    return MixedPatchDataset([dataset for _, dataset in parts], None if None in weights else weights,
+                             config.data.train.seed)
 
 
 def build_train_batches(
     config: Config, ctx: DistContext, start: int
 ) -> tuple[Iterator[dict[str, torch.Tensor]], str]:
     """Endless per-rank batches (``B / W`` samples each) beginning at global draw ``start``, and a description."""
-    source = build_source(config)
-    dataset = PairedPatchDataset(
-        source,
-        scale=config.model.scale,
-        patch_size=config.data.train.patch_size,
-        seed=config.data.train.seed,
-        degradation=None if config.data.train.degradation is None else Degradation(config.data.train.degradation),
-    )
-    dataset.cache_images = _should_cache(config, dataset)
+    dataset = build_train_dataset(config)
     loader = build_loader(
         dataset,
         batch_size=config.train.batch_size // ctx.world_size,
@@ -104,7 +142,4 @@ def build_train_batches(
         world_size=ctx.world_size,
         seed=config.data.train.seed,
     )
-    description = dataset.describe()
-    if dataset.degradation is not None:
-        description += f", LR by {dataset.degradation.describe()}"
-    return iter(loader), description
+    return iter(loader), dataset.describe()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .adversarial import Adversary
 from .distributed import DistContext, all_ranks_true
@@ -56,6 +57,7 @@ class StepResult:
     loss: float
     applied: bool  # False when the step was skipped because something was not finite
     parts: dict[str, float] = field(default_factory=dict)  # each weighted term, and the discriminator's losses
+    grad_norm: torch.Tensor | None = None  # the generator's gradient norm before clipping (a tensor: no sync)
 
 
 class TrainStep:
@@ -72,6 +74,7 @@ class TrainStep:
         dist_ctx: DistContext,
         memory_format: torch.memory_format,
         adversary: Adversary | None = None,  # the discriminator's update, with a gan term in the losses
+        accumulate: int = 1,  # micro-batches per step: the batch is split into this many, gradients summed
     ) -> None:
         self.model = model
         self.raw_model = raw_model
@@ -84,6 +87,9 @@ class TrainStep:
         self.dist_ctx = dist_ctx
         self.memory_format = memory_format
         self.adversary = adversary
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be at least 1, got {accumulate}")
+        self.accumulate = accumulate
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
         self._params = [p for p in raw_model.parameters() if p.requires_grad]
 
@@ -106,25 +112,41 @@ class TrainStep:
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> StepResult:
         lr = lr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         hr = hr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        k = self.accumulate
+        if lr.shape[0] % k:  # config checks catch this first (train.accumulate); unequal parts would skew the mean
+            raise ValueError(f"a batch of {lr.shape[0]} does not split into {k} equal micro-batches")
         self.optimizer.zero_grad(set_to_none=True)
         if self.adversary is not None:
-            self.adversary.snapshot()
-        with self._autocast():
-            sr = self.model(lr)
-        out = self.losses(sr, hr)
-        loss = out.total
-        self.scaler.scale(loss).backward()
+            self.adversary.begin()
+        loss = torch.zeros((), device=self.device)
+        sums: dict[str, torch.Tensor] = {}
+        for i, (lr_part, hr_part) in enumerate(zip(lr.chunk(k), hr.chunk(k))):
+            last = i == k - 1
+            if i and self.adversary is not None:
+                # The spectral norm's power iteration does not depend on the data: starting every micro-batch from
+                # the same vectors makes each see the normalisation the whole batch would have seen.
+                self.adversary.restore()
+            # Every loss term is a mean over the batch, so 1/K of each micro-batch's mean sums to the batch's mean.
+            with self._gradient_sync(last):
+                with self._autocast():
+                    sr = self.model(lr_part)
+                out = self.losses(sr, hr_part)
+                self.scaler.scale(out.total / k).backward()
+            parts = dict(out.parts)
+            if self.adversary is not None:  # both networks' gradients exist before anything moves
+                parts.update(self.adversary.backward(sr, hr_part, weight=1 / k, sync=last))
+            loss = loss + out.total.detach() / k
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value.detach() / k
         self.scaler.unscale_(self.optimizer)  # no-op when the scaler is disabled
         # The total norm doubles as the finiteness test of every gradient; max_norm=inf leaves them unchanged.
         max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
-        d_finite, d_parts = None, {}
-        if self.adversary is not None:  # both networks' gradients exist before anything moves
-            d_finite, d_parts = self.adversary.backward(sr, hr)
+        d_finite = None if self.adversary is None else self.adversary.finite(sums)
         if self.precision.use_scaler:
             # fp16: overflowing gradients are routine while the scale calibrates; GradScaler skips those steps
             # itself, so only a non-finite loss counts against the guard.
-            finite = self._all_finite(torch.isfinite(loss.detach()), d_finite)
+            finite = self._all_finite(torch.isfinite(loss), d_finite)
             scale_before = self.scaler.get_scale()
             if finite:
                 self.scaler.step(self.optimizer)
@@ -133,7 +155,7 @@ class TrainStep:
             # GradScaler lowers its scale exactly when it skipped the step: the EMA must not follow a non-step.
             stepped = finite and self.scaler.get_scale() >= scale_before
         else:
-            finite = self._all_finite(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), d_finite)
+            finite = self._all_finite(torch.isfinite(loss) & torch.isfinite(grad_norm), d_finite)
             if finite:
                 self.optimizer.step()
                 self._step_discriminator()
@@ -142,12 +164,19 @@ class TrainStep:
             self.adversary.restore()
         if stepped:
             self.ema.update(self.raw_model)
-        value = float(loss.detach())
-        if len(out.parts) == 1 and not d_parts:  # the plain default: no second sync for the same number
-            parts = dict.fromkeys(out.parts, value)
+        value = float(loss)
+        if len(sums) == 1:  # the plain default: no second sync for the same number
+            parts = dict.fromkeys(sums, value)
         else:
-            parts = {name: float(v.detach()) for name, v in {**out.parts, **d_parts}.items()}
-        return StepResult(loss=value, applied=finite, parts=parts)
+            parts = {name: float(v) for name, v in sums.items()}
+        return StepResult(loss=value, applied=finite, parts=parts, grad_norm=grad_norm.detach())
+
+    def _gradient_sync(self, last: bool):
+        """DDP all-reduces the gradients once per step: on the last micro-batch (no_sync on the others)."""
+        ddp = getattr(self.model, "_orig_mod", self.model)  # under torch.compile, the DDP module it wraps
+        if last or not isinstance(ddp, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return ddp.no_sync()
 
     def _all_finite(self, generator_finite: torch.Tensor, discriminator_finite: torch.Tensor | None) -> bool:
         """One verdict for the whole step, on every rank: a failure in either network skips both."""
