@@ -12,7 +12,7 @@ import sys
 
 from ..errors import MlkasrError
 
-COMMANDS = ("info", "eval", "prepare", "train", "upscale", "bench", "export", "lam", "card")
+COMMANDS = ("info", "eval", "prepare", "train", "replay", "upscale", "bench", "export", "lam", "card")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -155,6 +155,10 @@ class PairedPatchDataset(Dataset):
             flips[:] = False
         return Draw(index, item.key, top, left, bool(flips[0]), bool(flips[1]), bool(flips[2]))
 
+    def degradation_key(self, index: int) -> list[int]:
+        """The entropy of draw ``index``'s degradation RNG (``numpy.random.default_rng`` of it redraws it)."""
+        return [*self._entropy, _DEGRADE_STREAM, index]
+
     def hr_dtype(self, index: int) -> np.dtype:
         """The pixel type of draw ``index``'s HR image (uint8 or uint16), e.g. to write its patch at full depth."""
         return self._load(self.image_position(index))[0].dtype
@@ -193,7 +197,7 @@ class PairedPatchDataset(Dataset):
         region = region.astype(np.float32) * _unit_scale(region.dtype)
         if any(pads):
             region = np.pad(region, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)), mode="reflect")
-        rng = np.random.default_rng([*self._entropy, _DEGRADE_STREAM, draw.index])
+        rng = np.random.default_rng(self.degradation_key(draw.index))
         lr = self.degradation(region, (p + 2 * m, p + 2 * m), rng)
         return lr[m : m + p, m : m + p]
 
