@@ -117,3 +117,109 @@ def test_every_float_of_the_schema_refuses_nan():
     for key, value in keys:
         with pytest.raises(ConfigError, match="finite"):
             config_from_dict({}, [f"{key}={value}"])
+
+
+# -- 2. a run that skipped every step, or ends with non-finite weights, fails and exports nothing ------------------
+
+
+def test_nan_vgg_weights_skip_every_step_and_the_run_fails_without_exporting(tmp_path, train_dir, capsys):
+    import torch
+
+    vgg = tmp_path / "vgg19-nan.pth"  # conv1_1 only is read for layer_weights {conv1_1: 1}
+    torch.save({"features.0.weight": torch.full((64, 3, 3, 3), float("nan")), "features.0.bias": torch.zeros(64)},
+               vgg)
+    config = _config_file(tmp_path, train_dir)
+    run_dir = tmp_path / "run"
+    code = cli_main(["train", str(config), "--run-dir", str(run_dir), "--set",
+                     f"train.losses=[{{kind: l1}}, {{kind: perceptual, vgg_weights: {vgg}, "
+                     "layer_weights: {conv1_1: 1.0}}]"])
+    err = _one_line_error(capsys, code, expected_code=1)
+    assert "every one of the 2 steps of this run was skipped" in err and "VGG19 weights" in err
+    assert not (run_dir / "model.safetensors").exists()
+
+
+def test_non_finite_weights_are_never_exported(tmp_path, train_dir):
+    from mlkasr.config import load_config
+    from mlkasr.training import TrainingDiverged, train
+
+    config = load_config(_config_file(tmp_path, train_dir, iterations=3, save_every=3))
+    config.train.lr = float("inf")  # only the Python API can still pass one (the loader refuses it)
+    with pytest.raises(TrainingDiverged, match=r"the trained weights hold NaN/Inf \((model|EMA): "):
+        train(config, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# -- 3. processes: workers die with the trainer; SIGTERM is Ctrl-C with a message ----------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_trainer(config: Path, run_dir: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A CLI trainer with 2 loader workers, once it has written its first checkpoint."""
+    process = subprocess.Popen([sys.executable, "-m", "mlkasr", "train", str(config), "--run-dir", str(run_dir),
+                                "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((run_dir / "checkpoints" / "iter_00000002.pth.sha256").exists() and len(_children(process.pid)) >= 2):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the trainer did not get going"
+        time.sleep(0.05)
+    return process, _children(process.pid)
+
+
+def _wait_gone(pids: list[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"workers {pids} outlived the trainer"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_after_kill_9_resume_auto_works_at_once(tmp_path, train_dir, capsys):
+    config = _config_file(tmp_path, train_dir, iterations=100000, save_every=2)
+    config.write_text(config.read_text().replace("num_workers: 0", "num_workers: 2"))
+    run_dir = tmp_path / "run"
+    process, workers = _start_trainer(config, run_dir)
+    process.kill()
+    process.wait()
+    _wait_gone(workers, 1.0)  # they used to hold the run lock for ~5 s more
+    code = cli_main(["train", str(config), "--run-dir", str(run_dir), "--resume", "auto", "--set",
+                     "train.iterations=2", "--set", "data.train.num_workers=0"])
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_like_ctrl_c_and_says_what_is_saved(tmp_path, train_dir):
+    config = _config_file(tmp_path, train_dir, iterations=100000, save_every=2)
+    config.write_text(config.read_text().replace("num_workers: 0", "num_workers: 2"))
+    run_dir = tmp_path / "run"
+    process, workers = _start_trainer(config, run_dir)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mlkasr train: ") and "interrupted by SIGTERM after iteration " in last, err
+    assert "the last checkpoint " in last and "--resume auto continues from it" in last
+    _wait_gone(workers, 1.0)
+    assert not (run_dir / "model.safetensors").exists()
+    assert (run_dir / "train.lock").exists()  # released, not removed: a resume takes it at once

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from .distributed import DistContext, all_ranks_true, barrier, init_distributed,
 from .logwindow import LogWindow
 from .losses import check_loss_files
 from .milestones import BestScore, Milestones
+from .guard import check_trained
+from .interrupt import interruption, sigterm_as_interrupt
 from .runlock import lock_run_folder
 from .runlog import BufferedLog, RunLogger
 from .step import resolve_precision
@@ -115,8 +118,9 @@ def train(
     device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
     ctx = init_distributed(device_type)
     try:
-        return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx, threads,
-                      allow_config_change)
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: workers stopped, lock released, a message
+            return _train(config, Path(run_dir or Path("runs") / config.name), resume, device, loss_fn, ctx,
+                          threads, allow_config_change)
     finally:
         shutdown_distributed(ctx)
 
@@ -138,6 +142,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
         raise
     inputs.store.warn = log.warn
     early.replay(log)
+    milestones: Milestones | None = None  # what an interruption reports, once the run is under way
     try:
         start_state, start = inputs.start_state, inputs.start
         parts = build_parts(config, runtime, ctx, loss_fn, start_state)
@@ -176,10 +181,7 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
                 lambda: checkpoint_state(config, parts, iteration, data_position, best.state_dict()),
             ))
 
-        exported = None
-        if ctx.is_main:
-            exported = save_model(copy.deepcopy(parts.ema.module).cpu().float(), run_dir / "model.safetensors")
-            log.info(f"exported EMA weights to {exported}")
+        exported = _export_trained(parts, start_state, max(0, t.iterations - start), milestones, run_dir, ctx, log)
         barrier(ctx)
         return TrainResult(
             run_dir=run_dir,
@@ -192,9 +194,27 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             model=parts.raw_model,
             ema_model=parts.ema.module,
         )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what is saved. Unbound: a frame that held the exception
+        # would be in a cycle with its traceback, keeping the loader's workers until the final GC (~5 s at exit).
+        raise interruption(sys.exc_info()[1], milestones) from None
     finally:
         log.close()
         lock.release()
+
+
+def _export_trained(parts: TrainingParts, start_state: dict | None, steps_run: int, milestones: Milestones,
+                    run_dir: Path, ctx: DistContext, log: RunLogger) -> Path | None:
+    """The EMA weights as ``RUN_DIR/model.safetensors`` (rank 0), after ``check_trained``: a run whose every
+    step was skipped, or whose weights hold NaN/Inf, fails instead (on every rank: their verdicts were shared)."""
+    skipped_before = int(start_state["guard"]["skipped_total"]) if start_state else 0
+    last_good = str(milestones.last_good) if milestones.last_good else None
+    check_trained(parts.guard, steps_run, skipped_before, {"model": parts.raw_model, "EMA": parts.ema.module},
+                  last_good)
+    if not ctx.is_main:
+        return None
+    exported = save_model(copy.deepcopy(parts.ema.module).cpu().float(), run_dir / "model.safetensors")
+    log.info(f"exported EMA weights to {exported}")
+    return exported
 
 
 def _runtime(config: Config, device_name: str | None, ctx: DistContext, checking_losses: bool,

@@ -58,10 +58,12 @@ class Milestones:
         self.last_checkpoint = last_checkpoint
         # The newest checkpoint written right after a healthy step: what the NaN guard points the user to.
         self.last_good = last_good
+        self.reached: int | None = None  # the last iteration whose step completed (what an interruption reports)
 
     def after_step(self, iteration: int, ema_module: torch.nn.Module, train_module: torch.nn.Module,
                    healthy: bool, state: Callable[[], dict]) -> float:
         """Validate and/or save when due; ``state()`` builds the checkpoint. Returns the seconds it took."""
+        self.reached = iteration
         t = self.config.train
         # Decided from the config, identically on every rank (only rank 0 holds the sets and validates).
         validate_now = bool(self.config.data.val) and (iteration % t.val_every == 0 or iteration == t.iterations)
