@@ -284,7 +284,7 @@ def _description(name: str, spec: ModelSpec, card: ModelCard | None, otf: bool |
         if card.notes:
             lines.append(f"\nNotes: {card.notes.rstrip('.')}.")
     lines.append(
-        "\nLoading: spandrel does not know MAN yet; `pip install mlkasr` and call "
+        "\nLoading: spandrel does not know MAN yet; install mlkasr and call "
         "`mlkasr.integrations.spandrel.register()` (ComfyUI: the `mlkasr_man` custom node), or run it with "
         f"`mlkasr upscale IN OUT --model {name}`. The ONNX export (`mlkasr export`) runs in chaiNNer."
     )

@@ -8,7 +8,7 @@ try:
     from mlkasr.integrations.spandrel import register
 except ImportError as exc:  # say what to install, in ComfyUI's log, instead of a bare traceback
     raise ImportError(f"mlkasr_man needs the mlkasr package in ComfyUI's Python environment "
-                      f"(pip install mlkasr, or pip install -e /path/to/mlkasr): {exc}") from exc
+                      f"(pip install /path/to/mlkasr, a checkout of its repository): {exc}") from exc
 
 register()
 
