@@ -9,6 +9,7 @@ would replace the CPU torch): install it with ``pip install --no-deps spandrel e
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -220,6 +221,17 @@ def test_non_weights_and_damaged_man_files():
     nan = {**weights, "head.bias": torch.full_like(weights["head.bias"], float("nan"))}
     with pytest.raises(CheckpointError, match="NaN"):
         spandrel.ModelLoader().load_from_state_dict(nan)
+
+
+def test_without_torchvision_the_import_says_what_is_missing():
+    """Where torchvision is absent (as here, beside the CPU torch), importing the integration without the test's
+    stand-in fails with a message that names torchvision and why spandrel needs it."""
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here")
+    result = subprocess.run([sys.executable, "-c", "import mlkasr.integrations.spandrel"], capture_output=True,
+                            text=True, timeout=120, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1
+    assert "spandrel imports torchvision when it starts" in result.stderr and "not for MAN" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------- ComfyUI node

@@ -18,6 +18,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+
+try:
+    import spandrel  # noqa: F401  (imported first to name what is missing; the names come below)
+except ModuleNotFoundError as exc:  # say what to install instead of a bare traceback from deep inside spandrel
+    if exc.name == "spandrel":
+        raise ModuleNotFoundError("MAN in spandrel needs the spandrel package: pip install spandrel (beside a "
+                                  "CPU-only torch without torchvision: pip install --no-deps spandrel einops, and "
+                                  "torchvision as below)", name=exc.name) from exc
+    if (exc.name or "").startswith("torchvision"):
+        raise ModuleNotFoundError("spandrel imports torchvision when it starts (for its LaMa and RestoreFormer "
+                                  "architectures, not for MAN): install the torchvision that matches this torch "
+                                  "(ComfyUI and chaiNNer have it), or run MAN with mlkasr itself or as ONNX "
+                                  "(mlkasr export)", name=exc.name) from exc
+    raise
 from spandrel import (
     MAIN_REGISTRY,
     ArchRegistry,
