@@ -76,11 +76,28 @@ def _custom_model() -> torch.nn.Module:
 # ------------------------------------------------------------------------------------------- official files
 
 
+def official_man_keys(n_resblocks: int) -> list[str]:
+    """The state-dict keys of the official MAN implementation (icandle/MAN), written out from its module names
+    (../shared/docs/man-architecture.md), not taken from mlkasr: 218 for man-tiny."""
+    convs = ["head", "tail.0", "sub_mean", "add_mean", "body.0.body_t.conv0.0", "body.0.body_t.conv1",
+             *(f"body.0.body_t.att.{i}" for i in range(3))]
+    params = []
+    for block in (f"body.0.body.{i}." for i in range(n_resblocks)):
+        convs += [f"{block}LKA.LKA{k}.{i}" for k in (7, 5, 3) for i in range(3)]
+        convs += [f"{block}LKA.{name}" for name in ("X3", "X5", "X7", "proj_first.0", "proj_last.0")]
+        convs += [f"{block}LFE.{name}" for name in ("Conv1", "DWConv1", "Conv2")]
+        params += [f"{block}{unit}.{name}" for unit in ("LKA", "LFE") for name in ("scale", "norm.weight", "norm.bias")]
+    return [f"{conv}.{kind}" for conv in convs for kind in ("weight", "bias")] + params
+
+
 @pytest.mark.parametrize("name", ["man-tiny_x4", "man-tiny_x2"])
 def test_official_params_wrapped_pth_matches_mlkasr(name, tmp_path):
-    """BasicSR's layout: {"params": state dict} with the official key names (mlkasr's keys are those names)."""
+    """BasicSR's layout: {"params": state dict} under the official key names."""
+    tensors = load_file(shipped_models()[name].path)
+    keys = official_man_keys(5)
+    assert len(keys) == 218 and set(keys) == set(tensors)  # the shipped tensors carry exactly the official names
     path = tmp_path / f"{name}_official.pth"
-    torch.save({"params": load_file(shipped_models()[name].path)}, path)
+    torch.save({"params": {key: tensors[key] for key in keys}}, path)
     descriptor = assert_same_as_mlkasr(path, lr_image(int(name[-1])))
     assert descriptor.tags == ["48nf", "5nb"] and descriptor.purpose == "SR"
 
