@@ -57,6 +57,7 @@ class TrainResult:
     exported: Path | None
     last_checkpoint: Path | None
     best_psnr: float | None
+    best_score: float | None  # train.best_metric's best value on train.best_set (what chose best.pth)
     validation: list[SetScore] = field(default_factory=list)
     skipped_steps: int = 0
     model: nn.Module | None = field(default=None, repr=False)  # the trained network (this rank's copy)
@@ -146,9 +147,9 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
     try:
         start_state, start = inputs.start_state, inputs.start
         parts = build_parts(config, runtime, ctx, loss_fn, start_state)
-        best = BestScore()
-        if start_state:
-            best.load_state_dict(start_state)
+        best = BestScore(t.best_metric, t.best_set)
+        if start_state and (note := best.load_state_dict(start_state)):
+            log.info(note)
         last_checkpoint: Path | None = Path(start_state["path"]) if start_state else None
         milestones = Milestones(config, ctx, device, inputs.store, log, inputs.val_sets, best, last_checkpoint,
                                 last_checkpoint if start_state and not parts.guard.consecutive else None)
@@ -188,7 +189,8 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
             iteration=max(start, t.iterations),
             exported=exported,
             last_checkpoint=milestones.last_checkpoint,
-            best_psnr=best.value,
+            best_psnr=best.value if best.metric == "psnr" else None,
+            best_score=best.value,
             validation=milestones.scores,
             skipped_steps=parts.guard.skipped_total,
             model=parts.raw_model,
@@ -226,6 +228,11 @@ def _runtime(config: Config, device_name: str | None, ctx: DistContext, checking
         raise MlkasrError(
             f"train.batch_size={t.batch_size} is the global batch and must divide evenly across "
             f"{ctx.world_size} processes"
+        )
+    if t.batch_size // ctx.world_size % t.accumulate:
+        raise MlkasrError(
+            f"train.accumulate={t.accumulate}: each of the {ctx.world_size} processes' {t.batch_size // ctx.world_size} "
+            f"samples (train.batch_size={t.batch_size}) must split into {t.accumulate} equal micro-batches"
         )
     precision = resolve_precision(t.precision, device)
     check_data_paths(config)

@@ -24,24 +24,38 @@ from .validation import SetScore, validate
 
 
 class BestScore:
-    """The best validation score so far, which decides ``best.pth``: the first set's PSNR."""
+    """The best validation score so far, which decides ``best.pth``: ``metric`` (psnr or ssim) on the set named
+    ``set_name`` (None = the first set; the default, PSNR on the first set, is what older checkpoints hold)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str = "psnr", set_name: str | None = None) -> None:
+        self.metric, self.set_name = metric, set_name
         self.value: float | None = None
 
-    def load_state_dict(self, state: dict) -> None:
-        self.value = state.get("best_psnr")
+    def load_state_dict(self, state: dict) -> str | None:
+        """Take the best so far from a checkpoint; returns a note when it was chosen by another metric or set."""
+        saved = state.get("best") or {"metric": "psnr", "set": None, "value": state.get("best_psnr")}
+        if (saved["metric"], saved["set"]) == (self.metric, self.set_name):
+            self.value = saved["value"]
+            return None
+        self.value = None
+        if saved["value"] is None:
+            return None
+        return (f"best.pth was chosen by {saved['metric']} on {saved['set'] or 'the first set'} and is now chosen by "
+                f"{self.metric} on {self.set_name or 'the first set'}: the next validation starts the comparison")
 
     def state_dict(self) -> dict:
-        return {"best_psnr": self.value}
+        return {"best": {"metric": self.metric, "set": self.set_name, "value": self.value},
+                "best_psnr": self.value if self.metric == "psnr" else None}
 
     def offer(self, scores: list[SetScore], iteration: int, log: RunLogger) -> bool:
         """True (and logged) when ``scores`` beat the best so far."""
-        candidate = scores[0].psnr
+        chosen = next(s for s in scores if self.set_name in (None, s.name))  # the config check named a real set
+        candidate = getattr(chosen, self.metric)
         if self.value is not None and not candidate > self.value:
             return False
         self.value = candidate
-        log.info(f"new best {scores[0].name} PSNR {candidate:.3f} dB at iteration {iteration}")
+        text = f"PSNR {candidate:.3f} dB" if self.metric == "psnr" else f"SSIM {candidate:.4f}"
+        log.info(f"new best {chosen.name} {text} at iteration {iteration}")
         return True
 
 
