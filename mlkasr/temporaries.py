@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import MlkasrError
+from .errors import MlkasrError, OutputWriteError
 from .processes import process_alive
 
 TEMPORARY_TAGS = (".part", ".tmp")
@@ -55,22 +55,47 @@ def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary beside ``path``, fsync it, rename it over ``path``: never half a file there.
+def write_atomic(path: str | os.PathLike, data: bytes, tag: str = ".part", pause: float = 0.0,
+                 sync_folder: bool = False) -> Path:
+    """Write ``data`` to a temporary beside ``path`` (its folder made if needed), fsync it, rename it over
+    ``path``: there is never half a file under the name.
 
-    Raises ``OSError`` (the temporary removed) when the disk is full or the folder cannot be written.
+    A full disk or an I/O error raises ``OutputWriteError`` naming the file and the cause (exit 1), and leaves
+    neither a truncated ``path`` nor the temporary. ``sync_folder``: fsync the folder too, so that the rename
+    survives a power loss (checkpoints). ``pause``: seconds to sleep with half the data written (a crash-test hook).
     """
     path = Path(path)
-    temporary = temporary_path(path)
+    temporary = temporary_path(path, tag)
     try:
-        with open(temporary, "wb") as f:
-            f.write(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as f:  # Python's open() follows the umask (safetensors' own writer makes 0600)
+            half = len(data) // 2
+            f.write(data[:half])
+            if pause > 0:
+                f.flush()
+                time.sleep(pause)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
+        if sync_folder:
+            _fsync_folder(path.parent)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class OutputClaim:

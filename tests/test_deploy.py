@@ -23,7 +23,7 @@ from mlkasr.cli import BACKEND_CHOICES, main
 from mlkasr.deployment import onnx_export
 from mlkasr.deployment.onnx_export import FP16_TOLERANCE, FP32_TOLERANCE, cached_onnx, read_metadata, weights_digest
 from mlkasr.deployment.parity import parity_images
-from mlkasr.errors import MlkasrError
+from mlkasr.errors import MlkasrError, OutputWriteError
 from mlkasr.imaging.io import read_image, read_rgb, write_image
 from mlkasr.inference import InferenceOptions, InferenceOptionsError, Upscaler
 from mlkasr.inference.backends import BACKENDS, ONNX_BACKENDS, create_backend, onnx_backend
@@ -253,11 +253,20 @@ def test_export_without_any_runtime_for_the_parity_check(monkeypatch, tmp_path, 
 
 
 def test_backend_options_are_checked():
-    assert BACKEND_CHOICES == BACKENDS  # the CLI's copy (kept to avoid importing torch for --help)
+    assert BACKEND_CHOICES == ("auto", *BACKENDS)  # the CLI's copy (kept to avoid importing torch for --help)
     with pytest.raises(InferenceOptionsError, match="--backend must be one of"):
         InferenceOptions(backend="tensorrt")
-    with pytest.raises(InferenceOptionsError, match="--backend openvino runs the exported fp32 network on the CPU"):
-        InferenceOptions(backend="openvino", precision="bf16")
+    with pytest.raises(InferenceOptionsError, match="--backend openvino runs the exported network on the CPU"):
+        InferenceOptions(backend="openvino", device="cuda")
+    with pytest.raises(InferenceOptionsError, match="--backend onnxruntime computes in fp32, int8, not --precision bf16"):
+        InferenceOptions(backend="onnxruntime", precision="bf16")
+    with pytest.raises(InferenceOptionsError, match="--backend torch computes in fp32, bf16, fp16, not --precision int8"):
+        InferenceOptions(backend="torch", precision="int8")
+    with pytest.raises(InferenceOptionsError, match="auto needs --backend auto"):
+        InferenceOptions(backend="openvino", precision="auto")
+    with pytest.raises(InferenceOptionsError, match="--backend auto chooses among fp32, bf16 and int8"):
+        InferenceOptions(backend="auto", precision="fp16")
+    assert InferenceOptions(backend="openvino", precision="bf16").precision == "bf16"
 
 
 # ---------------------------------------------------------------------------------------------- mlkasr bench
@@ -327,7 +336,7 @@ def test_a_full_disk_while_caching_or_exporting_is_one_line(deployed, tmp_path, 
 
     monkeypatch.setattr(onnx_export.os, "fsync", full)
     monkeypatch.setenv("MLKASR_CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(onnx_export.ExportWriteError, match=r"cache.*\.onnx: cannot write \(No space left on device\)"):
+    with pytest.raises(OutputWriteError, match=r"cache.*\.onnx: cannot write \(No space left on device\)"):
         cached_onnx(model, log=lambda _m: None)
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written, under any name
     out = tmp_path / "out" / "m.onnx"

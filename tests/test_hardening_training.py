@@ -223,3 +223,25 @@ def test_sigterm_stops_like_ctrl_c_and_says_what_is_saved(tmp_path, train_dir):
     _wait_gone(workers, 1.0)
     assert not (run_dir / "model.safetensors").exists()
     assert (run_dir / "train.lock").exists()  # released, not removed: a resume takes it at once
+
+
+# -- 5. no traceback: full disk, hostile weights files, blur sigma, GAN width change, broken training images --------
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_nothing_half_written(tmp_path, train_dir, capsys,
+                                                                                    monkeypatch):
+    import errno
+
+    from mlkasr import temporaries
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(temporaries.os, "fsync", full)
+    run_dir = tmp_path / "run"
+    code = cli_main(["train", str(_config_file(tmp_path, train_dir)), "--run-dir", str(run_dir)])
+    err = _one_line_error(capsys, code, expected_code=1)
+    checkpoint = run_dir / "checkpoints" / "iter_00000002.pth"
+    assert f"{checkpoint}: cannot write (No space left on device)" in err
+    assert list((run_dir / "checkpoints").iterdir()) == []  # no checkpoint, no temporary, no checksum
+    assert not (run_dir / "model.safetensors").exists()

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MlkasrError
+from ..errors import MlkasrError, OutputWriteError
 from ..models.man import MAN
 from ..paths import check_not_special, check_output_folder
-from ..temporaries import OutputClaim, remove_dead_temporaries, temporary_path
+from ..temporaries import OutputClaim, remove_dead_temporaries, temporary_path, write_atomic
 from .optional import require
 
 OPSET = 18
@@ -164,12 +164,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-class ExportWriteError(ExportError):
-    """The file could not be written (disk full, I/O error); nothing half-written is left under its name."""
-
-    exit_code = 1  # a failure mid-run, not a bad argument
-
-
 def _write_durably(path: Path, data: bytes, final: Path) -> None:
     """Write ``path`` (a temporary of ``final``) and fsync it; a full disk is one line naming ``final``."""
     try:
@@ -179,7 +173,7 @@ def _write_durably(path: Path, data: bytes, final: Path) -> None:
             os.fsync(f.fileno())
     except OSError as exc:
         path.unlink(missing_ok=True)
-        raise ExportWriteError(f"{final}: cannot write ({exc.strerror or exc}); nothing was written") from None
+        raise OutputWriteError(f"{final}: cannot write ({exc.strerror or exc}); nothing was written") from None
 
 
 @dataclass(frozen=True)
@@ -319,12 +313,7 @@ def cached_onnx(model: MAN, log: Log = _stderr) -> Path:
     log(f"exporting {model.spec.name} x{model.scale} to ONNX (once for these weights; cached in {folder}) ...")
     started = time.perf_counter()
     data = export_model_proto(model).SerializeToString()
-    tmp = temporary_path(path)
-    try:
-        _write_durably(tmp, data, path)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)
     log(f"exported in {time.perf_counter() - started:.0f} s: {path}")
     return path
 

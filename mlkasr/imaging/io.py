@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import MlkasrError, OutputWriteError
+from ..temporaries import write_atomic
 from ..paths import display_path, special_file_problem
 from .exif import apply_orientation, exif_orientation
 from .grey_alpha import encode_grey_alpha_png, is_grey_alpha_png
@@ -187,18 +188,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """
     if (special := special_file_problem(path)) is not None:  # the last guard: os.replace would swap it for a file
         raise OutputWriteError(f"{path}: is {special}, not a regular file; it is never written over")
-    tmp = path.with_name(f".{path.name}.part{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)
 
 
 

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from ..errors import MlkasrError
+from ..temporaries import write_atomic
 from ..paths import file_problem
 from ..weights import resolve_weights
 from .man import MAN, Ablations, ModelSpec
@@ -88,19 +89,7 @@ def save_model(model: MAN, path: str | os.PathLike) -> Path:
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     data = safetensors_bytes(tensors, metadata=metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        # Written by Python's open(), which follows the umask as checkpoints do (safetensors' own writer
-        # creates 0600 files).
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, data, tag=".tmp")  # a full disk: one line naming the file, nothing half-written
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> ModelSpec:

@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import re
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MlkasrError
+from ..temporaries import write_atomic
 
 CHECKPOINT_FORMAT = "mlkasr-train"
 _NAME = re.compile(r"^iter_(\d+)\.pth$")
@@ -30,39 +30,6 @@ WRITE_DELAY_ENV = "MLKASR_TEST_CHECKPOINT_WRITE_DELAY"
 
 class CheckpointCorrupt(MlkasrError):
     """A checkpoint that is truncated, fails its checksum, or is not an mlkasr training checkpoint."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, pause: float = 0.0) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over ``path``, fsync the folder.
-
-    ``pause``: seconds to sleep with half the data written (the crash-test hook, see ``WRITE_DELAY_ENV``).
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            if pause > 0:
-                f.flush()
-                time.sleep(pause)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def checkpoint_iteration(path: Path) -> int | None:
@@ -94,8 +61,9 @@ class CheckpointStore:
             # Drop the old checksum first: a crash before the new one is written leaves "unverified", never a
             # stale checksum that contradicts the new file.
             _sidecar(path).unlink(missing_ok=True)
-            atomic_write_bytes(path, data, pause)
-            atomic_write_bytes(_sidecar(path), f"{digest}  {path.name}\n".encode())
+            # A full disk is one line naming the file (exit 1); the temporary goes, the older checkpoints stay.
+            write_atomic(path, data, tag=".tmp", pause=pause, sync_folder=True)
+            write_atomic(_sidecar(path), f"{digest}  {path.name}\n".encode(), tag=".tmp", sync_folder=True)
         self._prune()
         return targets[0]
 
