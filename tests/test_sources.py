@@ -159,3 +159,44 @@ def test_a_missing_source_folder_is_named_before_a_run_folder_is_made(folders, t
     assert main(["train", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"), "--device", "cpu"]) == 2
     assert "data.train.sources[2].hr:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# -- DF2K: prepare df2k and the paper's recipes --------------------------------------------------------------------
+
+
+def test_prepare_df2k_makes_two_lmdb_pairs_that_train_as_sources(tmp_path, capsys):
+    images = sorted(T91.iterdir())
+    downloads = {"DIV2K_train_HR": images[:2], "Flickr2K_HR": images[2:5]}
+    for folder, chosen in downloads.items():
+        (tmp_path / folder).mkdir()
+        for image in chosen:
+            shutil.copy(image, tmp_path / folder)
+    assert main(["prepare", "df2k", "--div2k", str(tmp_path / "DIV2K_train_HR"), "--flickr2k",
+                 str(tmp_path / "Flickr2K_HR"), "--output", str(tmp_path / "DF2K"), "--scales", "2", "--size", "48",
+                 "--step", "48", "--workers", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    flickr_lr = tmp_path / "DF2K" / "Flickr2K" / "Flickr2K_LR_bicubic_X2_sub.lmdb"
+    assert f"lr: {flickr_lr}" in out and out.count("check x2: OK") == 2
+    config = _config([{"hr": str(tmp_path / "DF2K" / "DIV2K" / "DIV2K_train_HR_sub.lmdb"),
+                       "lr": str(tmp_path / "DF2K" / "DIV2K" / "DIV2K_train_LR_bicubic_X2_sub.lmdb")},
+                      {"hr": str(tmp_path / "DF2K" / "Flickr2K" / "Flickr2K_HR_sub.lmdb"), "lr": str(flickr_lr)}],
+                     "train.iterations=2")
+    dataset = build_train_dataset(config)
+    assert "LMDB pair" in dataset.describe() and sum(dataset.counts) == len(dataset)
+    assert train(config, tmp_path / "run", device="cpu").iteration == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "df2k").glob("*.yaml")), ids=lambda p: p.name)
+def test_df2k_recipes_hold_the_papers_settings(path):
+    from mlkasr.config import load_config
+
+    c = load_config(path)
+    t = c.train
+    assert (t.batch_size, t.accumulate, c.data.train.patch_size, t.lr, t.betas) == (32, 1, 64, 5e-4, [0.9, 0.99])
+    assert (t.optimizer, t.schedule.milestones, t.schedule.gamma) == ("adam", [800_000, 1_200_000, 1_400_000,
+                                                                              1_500_000], 0.5)
+    assert (t.iterations, t.ema_decay, t.loss, t.best_metric) == (1_600_000, 0.999, "l1", "psnr")
+    assert f"{c.model.name}_x{c.model.scale}.yaml" == path.name
+    sources = c.data.train.sources
+    assert [Path(s.hr).name for s in sources] == ["DIV2K_train_HR_sub.lmdb", "Flickr2K_HR_sub.lmdb"]
+    assert all(s.lr.endswith(f"_X{c.model.scale}_sub.lmdb") and s.weight is None for s in sources)

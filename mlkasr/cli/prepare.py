@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "prepare training data: sub-images, bicubic LR, LMDBs, checks, or the whole DIV2K recipe"
+HELP = "prepare training data: sub-images, bicubic LR, LMDBs, checks, or the whole DIV2K or DF2K recipe"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--png-compression", type=int, default=1, choices=range(10), metavar="0-9",
                          help="PNG level of the LMDB records (default 1 as BasicSR; 0 decodes ~2x faster in training "
                               "for ~1.7x the disk)")
+
+    def recipe_options(sub: argparse.ArgumentParser) -> None:
+        """What the DIV2K recipe (and DF2K's, which runs it twice) takes besides its folders."""
+        sub.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
+        sub.add_argument("--size", type=int, default=480, help="sub-image size (default 480)")
+        sub.add_argument("--step", type=int, default=240, help="sub-image step (default 240)")
+        sub.add_argument("--reuse", action="store_true", help="keep outputs of an earlier (interrupted) run and do the rest")
+        sub.add_argument("--delete-subimages", action="store_true", help="delete the sub-image folders once the LMDBs check out")
+        png_level(sub)
+        common(sub)
 
     sub = steps.add_parser("subimages", help="cut HR images (and matching LR) into overlapping sub-images")
     sub.add_argument("--input", required=True, help="folder of HR images")
@@ -57,13 +67,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--lr-root", help="official LR root holding X2/, X3/, X4/ (default: the sibling "
                      "DIV2K_train_LR_bicubic when it exists; missing scales are generated)")
     sub.add_argument("--output", required=True, help="folder for the sub-images and LMDBs")
-    sub.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
-    sub.add_argument("--size", type=int, default=480, help="sub-image size (default 480)")
-    sub.add_argument("--step", type=int, default=240, help="sub-image step (default 240)")
-    sub.add_argument("--reuse", action="store_true", help="keep outputs of an earlier (interrupted) run and do the rest")
-    sub.add_argument("--delete-subimages", action="store_true", help="delete the sub-image folders once the LMDBs check out")
-    png_level(sub)
-    common(sub)
+    recipe_options(sub)
+
+    sub = steps.add_parser("df2k", help="DF2K (DIV2K + Flickr2K): the DIV2K recipe on both, LMDBs for data.train.sources")
+    sub.add_argument("--div2k", required=True, help="DIV2K's HR folder, e.g. DIV2K_train_HR")
+    sub.add_argument("--flickr2k", required=True, help="Flickr2K's HR folder, e.g. Flickr2K/Flickr2K_HR")
+    sub.add_argument("--div2k-lr-root", help="DIV2K's official LR root (default: the sibling DIV2K_train_LR_bicubic)")
+    sub.add_argument("--flickr2k-lr-root", help="Flickr2K's official LR root (default: the sibling Flickr2K_LR_bicubic)")
+    sub.add_argument("--output", required=True, help="folder for DIV2K/ and Flickr2K/ (sub-images and LMDBs)")
+    recipe_options(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,17 +122,27 @@ def _run(args: argparse.Namespace) -> int:
                                  progress=progress)
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
-    elif args.prepare_step == "div2k":
-        report = data.prepare_div2k(
-            args.hr, args.output, args.scales, lr_root=args.lr_root, size=args.size, step=args.step,
-            overwrite=args.overwrite, reuse=args.reuse, delete_subimages=args.delete_subimages, workers=args.workers,
-            progress=progress, log=print, png_compression=args.png_compression,
-        )
+    elif args.prepare_step in ("div2k", "df2k"):
+        recipe = dict(size=args.size, step=args.step, overwrite=args.overwrite, reuse=args.reuse,
+                      delete_subimages=args.delete_subimages, workers=args.workers, progress=progress, log=print,
+                      png_compression=args.png_compression)
+        if args.prepare_step == "div2k":
+            report = data.prepare_div2k(args.hr, args.output, args.scales, lr_root=args.lr_root, **recipe)
+            if not report.ok:
+                return 1
+            out = report.outputs
+            print("training data ready:")
+            print(f"  HR  {out.hr_lmdb}")
+            for scale, path in out.lr_lmdb.items():
+                print(f"  x{scale}  {path}")
+            return 0
+        from ..data.df2k import prepare_df2k
+
+        report = prepare_df2k(args.div2k, args.flickr2k, args.output, args.scales, args.div2k_lr_root,
+                              args.flickr2k_lr_root, **recipe)
         if not report.ok:
             return 1
-        out = report.outputs
-        print("training data ready:")
-        print(f"  HR  {out.hr_lmdb}")
-        for scale, path in out.lr_lmdb.items():
-            print(f"  x{scale}  {path}")
+        print("DF2K ready: in a config, under data.train (configs/df2k/ hold the paper's recipes):")
+        for scale in sorted(set(args.scales)):
+            print(f"x{scale}:\n" + "\n".join(f"  {line}" for line in report.sources_yaml(scale).splitlines()))
     return 0

@@ -53,8 +53,10 @@ def _check_source_paths(key: str, source: TrainSourceConfig) -> None:
                           f"e.g. --set {key}.hr=datasets/DIV2K/DIV2K_train_HR_sub.lmdb")
     hr = Path(source.hr)
     if not hr.exists():
+        # --set reaches data.train.hr, not an element of the sources list (that takes the whole list)
+        how = f"set it with --set {key}.hr=PATH" if key == "data.train" else "correct it in the config"
         raise MlkasrError(f"{key}.hr: {hr} does not exist (relative paths are read from the current folder "
-                          f"{Path.cwd()}); set it with --set {key}.hr=PATH")
+                          f"{Path.cwd()}); {how}")
     if source.lr is not None and source.degradation is not None:
         raise MlkasrError(f"{key}.degradation makes LR from HR on the fly, but {key}.lr is set ({source.lr}); "
                           f"set {key}.lr: null, or remove the degradation section")
