@@ -16,3 +16,9 @@ class OutputWriteError(MlkasrError):
     cause; nothing half-written is left under its name."""
 
     exit_code = 1
+
+
+def one_line(message: str) -> str:
+    """``message`` with newlines and other control characters escaped (``\\n``), so that a file name holding them
+    cannot break or forge the lines of a command's output."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

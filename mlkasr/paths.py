@@ -130,28 +130,37 @@ class InputFiles:
         return None if identity is None else self._by_identity.get(identity)
 
 
-def check_outputs_apart(outputs: Iterable[NamedPath], inputs: Iterable[NamedPath] = ()) -> None:
-    """Before any work: no output is one of the command's inputs, two outputs are not one path, and no output is
-    written where another one needs a folder. Refuses with an error naming both paths."""
+def check_outputs_apart(outputs: Iterable[NamedPath], inputs: Iterable[NamedPath] = (),
+                        folders: Iterable[NamedPath] = ()) -> None:
+    """Before any work: no output file is one of the command's inputs, two outputs are not one path, and no output
+    file is written where another one needs a folder. ``folders`` are output folders: files may lie inside them,
+    but none may be one. Refuses with an error naming both paths."""
     input_files = InputFiles(inputs)
-    by_real_path: dict[Path, NamedPath] = {}
+    files: dict[Path, NamedPath] = {}
     for what, path in outputs:
         if (found := input_files.find(path)) is not None:
             input_what, input_path = found
             same = "" if str(input_path) == str(path) else f" ({input_path})"
             raise MlkasrError(f"{what} {path}: is the {input_what} itself{same}, which this command reads; "
                               "choose another output name")
-        real = Path(os.path.realpath(path))
-        if real in by_real_path:
-            other_what, other = by_real_path[real]
-            raise MlkasrError(f"{what} {path} and {other_what} {other} are the same path; give them different names")
-        by_real_path[real] = (what, path)
-    for real, (what, path) in by_real_path.items():
+        _claim(files, Path(os.path.realpath(path)), (what, path))
+    taken = dict(files)
+    for what, path in folders:
+        _claim(taken, Path(os.path.realpath(path)), (what, path))
+    for real, (what, path) in files.items():
         for parent in real.parents:
-            if parent in by_real_path:
-                other_what, other = by_real_path[parent]
+            if parent in files:
+                other_what, other = files[parent]
                 raise MlkasrError(f"{what} {path} would be written inside {other_what} {other}, which is written as "
                                   "a file; give them different names")
+
+
+def _claim(claimed: dict[Path, NamedPath], real: Path, named: NamedPath) -> None:
+    if real in claimed:
+        other_what, other = claimed[real]
+        what, path = named
+        raise MlkasrError(f"{what} {path} and {other_what} {other} are the same path; give them different names")
+    claimed[real] = named
 
 
 def _identity(path: str | os.PathLike) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import MlkasrError
+from ..errors import MlkasrError, one_line
 
 COMMANDS = ("info", "eval", "prepare", "train", "replay", "upscale", "bench", "export", "lam", "card")
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MlkasrError as exc:
-        print(f"mlkasr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mlkasr {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mlkasr {args.command}: interrupted", file=sys.stderr)

@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
     import time
-    import warnings
 
     from tqdm import tqdm
 
     from ..errors import MlkasrError
-    from ..evaluation import BICUBIC, evaluate, load_benchmark_set, write_json
+    from ..evaluation import BICUBIC, evaluate, write_json
+    from ..evaluation.datasets import load_benchmark_set_reporting
     from ..evaluation.evaluate import saved_image_paths
     from ..paths import check_output_file, check_output_folder, check_outputs_apart, display_path
 
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save_images is not None:
         check_output_folder(args.save_images, "--save-images")
     model_file = [] if args.model == BICUBIC else model_input(args.model)
-    check_outputs_apart([*json_output, *([] if args.save_images is None else [("--save-images", args.save_images)])],
-                        model_file)
+    check_outputs_apart(json_output, model_file,
+                        folders=[] if args.save_images is None else [("--save-images", args.save_images)])
     threads = set_threads(args).describe()
     upscaler = None
     if args.model == BICUBIC:
@@ -73,12 +73,9 @@ def run(args: argparse.Namespace) -> int:
         upscaler = _build_upscaler(args)
         scale = upscaler.scale
 
-    # Loading warnings (skipped non-image files, generated LR) go to stderr as one line each.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sets = [load_benchmark_set(folder, scale, max_pixels=pixel_limit) for folder in args.data]
-    for warning in caught:
-        tqdm.write(f"mlkasr eval: warning: {warning.message}", file=sys.stderr)
+    # Loading warnings (skipped files, broken links, generated LR) go to stderr as one line each.
+    sets = [load_benchmark_set_reporting(lambda message: tqdm.write(f"mlkasr eval: warning: {message}", file=sys.stderr),
+                                         folder, scale, max_pixels=pixel_limit) for folder in args.data]
     saved = [] if args.save_images is None else saved_image_paths(sets, args.save_images)
     existing = [path for path in saved if os.path.lexists(path)]
     if existing and not args.overwrite:

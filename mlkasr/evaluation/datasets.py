@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from ..paths import display_path, file_problem
 from ..data.keys import strip_scale_suffix
 from ..imaging.resize import make_lr, modcrop
 
-__all__ = ["BenchmarkImage", "BenchmarkSet", "DatasetError", "load_benchmark_set"]
+__all__ = ["BenchmarkImage", "BenchmarkSet", "DatasetError", "load_benchmark_set", "load_benchmark_set_reporting"]
 
 HR_DIR = "HR"
 SSIM_WINDOW = 11  # metrics.py: SSIM's Gaussian window
@@ -117,6 +117,18 @@ def _lr_files(lr_dir: Path, scale: int) -> dict[str, Path]:
             raise DatasetError(f"{lr_dir}: both {by_stem[stem].name} and {path.name} claim HR image {stem!r}")
         by_stem[stem] = path
     return by_stem
+
+
+def load_benchmark_set_reporting(report: Callable[[str], None], root: str | os.PathLike, scale: int,
+                                 name: str | None = None, max_pixels: int | None = None) -> BenchmarkSet:
+    """``load_benchmark_set``, its warnings (skipped files, broken links, generated LR) passed to ``report``, one
+    line each: for a command's stderr or a training run's log, where Python's warnings would be lost."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        benchmark = load_benchmark_set(root, scale, name=name, max_pixels=max_pixels)
+    for warning in caught:
+        report(str(warning.message))
+    return benchmark
 
 
 def load_benchmark_set(root: str | os.PathLike, scale: int, name: str | None = None,

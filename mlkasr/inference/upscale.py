@@ -233,8 +233,8 @@ def _plan_folder(source: Path, target: Path, settings: UpscaleSettings, scale: i
             continue
         rel = path.relative_to(source)
         # hidden files (our own .name.partPID temporaries among them) and the output tree itself are not inputs
-        if any(part.startswith(".") for part in rel.parts) or path.resolve().is_relative_to(target_resolved):
-            continue
+        if any(part.startswith(".") for part in rel.parts) or Path(os.path.realpath(path)).is_relative_to(target_resolved):
+            continue  # (realpath: a link loop does not raise here, it is reported below)
         if (problem := file_problem(path)) is not None:  # a broken link, a link loop: named, not dropped
             log(f"warning: {display_path(path)}: skipped, {problem}")
             plan.results.append(FileResult(path, None, "skipped", problem))

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..evaluation import BenchmarkSet, bicubic_upscale, evaluate, load_benchmark_set, score
+from ..evaluation import BenchmarkSet, bicubic_upscale, evaluate, score
+from ..evaluation.datasets import load_benchmark_set_reporting
 from ..evaluation.compare import comparison_picture
 from ..inference import InferenceOptions, Upscaler
 from .runlog import RunLogger
@@ -30,7 +31,8 @@ def load_validation_sets(config: Config, log: RunLogger) -> list[BenchmarkSet]:
     """Read every configured set once (kept in memory), optionally only its first ``data.val_max_images``."""
     sets = []
     for val in config.data.val:
-        benchmark = load_benchmark_set(val.path, config.model.scale, name=val.name)
+        benchmark = load_benchmark_set_reporting(lambda message: log.warn(f"validation set {val.name}: {message}"),
+                                                 val.path, config.model.scale, name=val.name)
         limit = config.data.val_max_images
         if limit is not None and limit < len(benchmark):
             benchmark = BenchmarkSet(benchmark.name, benchmark.root, benchmark.scale, benchmark.images[:limit])
