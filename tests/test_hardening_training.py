@@ -245,3 +245,30 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_nothing_half_wri
     assert f"{checkpoint}: cannot write (No space left on device)" in err
     assert list((run_dir / "checkpoints").iterdir()) == []  # no checkpoint, no temporary, no checksum
     assert not (run_dir / "model.safetensors").exists()
+
+
+def _shipped_state():
+    from mlkasr.models import build_model
+
+    return {k: v.contiguous() for k, v in build_model("man-tiny", 2).state_dict().items()}
+
+
+def test_weights_with_deeply_nested_metadata_or_float8_tensors_are_one_line(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from mlkasr.models.checkpoint import SAFETENSORS_FORMAT
+
+    nested = tmp_path / "nested.safetensors"
+    save_file(_shipped_state(), nested, metadata={
+        "format": SAFETENSORS_FORMAT, "arch": "man", "name": "man-tiny", "scale": "2", "n_feats": "48",
+        "n_resblocks": "5", "ablations": "[" * 100_000 + "]" * 100_000})
+    float8 = tmp_path / "float8.safetensors"
+    save_file({**_shipped_state(), "head.weight": torch.zeros(48, 3, 3, 3, dtype=torch.float8_e4m3fn)}, float8)
+    pickled = tmp_path / "float8.pth"
+    torch.save({**_shipped_state(), "head.weight": torch.zeros(48, 3, 3, 3, dtype=torch.float8_e4m3fn)}, pickled)
+    for path, expected in ((nested, "metadata 'ablations' is nested too deeply"),
+                           (float8, "'head.weight' holds torch.float8_e4m3fn values; weights must be floating point"),
+                           (pickled, "'head.weight' holds torch.float8_e4m3fn values")):
+        err = _one_line_error(capsys, cli_main(["info", str(path)]))
+        assert f"{path}: " in err and expected in err

@@ -197,14 +197,18 @@ def _tensors_in(obj: object) -> Iterator[torch.Tensor]:
             pending.extend(item)
 
 
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_weight_values(state_dict: Mapping[str, torch.Tensor], source: object = "checkpoint") -> None:
     """Every tensor is floating point and finite; else an error naming the first bad key.
 
     Integer or NaN/Inf weights would load and then produce black images and meaningless scores without an error.
     """
     for key, tensor in state_dict.items():
-        if not tensor.is_floating_point():
-            raise CheckpointError(f"{source}: '{key}' holds {tensor.dtype} values; weights must be floating point")
+        if tensor.dtype not in WEIGHT_DTYPES:  # float8 too: torch cannot even test it for NaN, nor compute in it
+            raise CheckpointError(f"{source}: '{key}' holds {tensor.dtype} values; weights must be floating point "
+                                  "(float16, bfloat16, float32 or float64)")
         if tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise CheckpointError(f"{source}: '{key}' holds {bad} NaN/Inf value(s) of {tensor.numel()}; "
@@ -325,6 +329,9 @@ def _declared_ablations(declared: Mapping, path: Path) -> Ablations:
     if isinstance(raw, str):  # .safetensors metadata holds strings only: the switches are JSON there
         try:
             raw = json.loads(raw)
+        except RecursionError:  # JSON nested thousands deep: no switch of ours is, and the parser would crash
+            raise CheckpointError(f"{path}: metadata 'ablations' is nested too deeply to be mlkasr's switches "
+                                  f"({len(raw)} characters, starting {raw[:20]!r})") from None
         except ValueError as exc:
             raise CheckpointError(f"{path}: metadata 'ablations' is not JSON ({exc}): {raw[:80]!r}") from None
     try:
