@@ -236,11 +236,20 @@ def test_degrade_grammar():
 @pytest.mark.parametrize("spec, message", [
     ("", "comma-separated"), ("jpeg=40,", "comma-separated"), ("jpeg", "not KEY=VALUE"), ("jpg=40", "unknown key 'jpg'"),
     ("jpeg=40,jpeg=50", "given twice"), ("jpeg=0", "1-100"), ("jpeg=40.5", "whole number"), ("noise=abc", "not a number"),
-    ("noise=-1", r"\[0, 255\]"), ("blur=0", r"\(0, 20\]"), ("seed=-2", "non-negative"), ("noise=nan", "not finite"),
+    ("noise=-1", r"\[0, 255\]"), ("seed=-2", "non-negative"), ("noise=nan", "not finite"),
+    # a sigma of 1e-155 made a NaN kernel (PSNR 7.62, exit 0), 1e-200 a singular covariance (LinAlgError)
+    ("blur=1e-200", r"0 \(no blur\) or in \[0.1, 20\]"), ("blur=1e-155", r"\[0.1, 20\]"), ("blur=0.05", r"\[0.1, 20\]"),
+    ("blur=20.5", r"\[0.1, 20\]"), ("blur=-1", r"\[0.1, 20\]"),
 ])
 def test_degrade_grammar_errors(spec, message):
     with pytest.raises(DegradeSpecError, match=message):
         parse_degradation(spec)
+
+
+def test_degrade_blur_0_is_no_blur_and_the_smallest_sigma_gives_a_finite_kernel():
+    assert parse_degradation("blur=0,jpeg=90") == parse_degradation("jpeg=90").__class__("blur=0,jpeg=90", jpeg=90)
+    lr = (np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3) * 3)
+    assert np.array_equal(parse_degradation("blur=0.1")(lr, "x"), lr)  # the identity, not NaN
 
 
 def test_degrade_seed_is_an_exact_integer_in_range():

@@ -2,7 +2,8 @@
 
 Grammar: comma-separated ``key=value`` items, each key at most once, e.g. ``"jpeg=40,noise=5"``:
 
-- ``blur=SIGMA``: isotropic Gaussian blur of the LR, sigma in LR pixels (> 0; kernel side ``2 * ceil(3 sigma) + 1``);
+- ``blur=SIGMA``: isotropic Gaussian blur of the LR, sigma in LR pixels (0.1-20, 0 = none; kernel side
+  ``2 * ceil(3 sigma) + 1``);
 - ``noise=SIGMA``: additive colour Gaussian noise, sigma on the 0-255 scale (>= 0);
 - ``jpeg=QUALITY``: OpenCV JPEG at quality 1-100;
 - ``seed=N``: the noise seed (default 0).
@@ -57,6 +58,7 @@ class LrDegradation:
 
 
 _KEYS = ("blur", "noise", "jpeg", "seed")
+MIN_BLUR_SIGMA = 0.1
 MAX_SEED = 2**63 - 1  # numpy's SeedSequence takes any size; one signed 64-bit range for every seed in mlkasr
 
 
@@ -97,7 +99,11 @@ def parse_degradation(spec: str) -> LrDegradation:
             fail(f"jpeg={text}: quality must be in 1-100")
         if key == "noise" and not 0 <= number <= 255:
             fail(f"noise={text}: sigma (0-255 scale) must be in [0, 255]")
-        if key == "blur" and not 0 < number <= 20:
-            fail(f"blur={text}: sigma (LR pixels) must be in (0, 20]")
+        if key == "blur" and not (number == 0 or MIN_BLUR_SIGMA <= number <= 20):
+            # below 0.1 the 3-pixel kernel is the identity to float precision, and near 1e-155 its covariance
+            # underflows (a NaN kernel, or no inverse at all)
+            fail(f"blur={text}: sigma (LR pixels) must be 0 (no blur) or in [{MIN_BLUR_SIGMA}, 20]")
+        if key == "blur" and number == 0:
+            continue
         values[key] = number
     return LrDegradation(spec=spec, **values)
