@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"threads: {threads}", file=sys.stderr)
     rows = [("dataset", "images", "PSNR", "SSIM")]
     for dataset in report.datasets:
-        rows.append((dataset.name, str(dataset.n), f"{dataset.psnr:.2f}", f"{dataset.ssim:.4f}"))
+        rows.append((display_path(dataset.name), str(dataset.n), f"{dataset.psnr:.2f}", f"{dataset.ssim:.4f}"))
         if args.verbose:
             rows.extend((f"  {display_path(i.name)}", "", f"{i.psnr:.2f}", f"{i.ssim:.4f}") for i in dataset.images)
     width = max(len(row[0]) for row in rows) + 2

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MlkasrError
+from ..errors import MlkasrError, one_line
 from ..paths import InputFiles, NamedPath, check_output_folder, display_path, file_problem, same_file, special_file_problem
 from ..imaging.io import (
     DEFAULT_MAX_PIXELS,
@@ -125,7 +125,7 @@ class UpscaleSummary:
             lines.append(f"  ... and {len(written) - _LISTED_WRITTEN} more written")
         for r in self.results:
             if r.status in ("skipped", "failed"):
-                lines.append(f"  {r.status}: {display_path(r.source)}: {r.reason}")
+                lines.append(f"  {r.status}: {display_path(r.source)}: {one_line(r.reason)}")
         return "\n".join(lines)
 
 
@@ -171,7 +171,7 @@ def upscale_path(
         bar.set_postfix_str(src.name, refresh=False)
         result = _process(engine, src, out, settings, progress, log)
         if result.status == "failed":
-            log(f"warning: {src}: {result.reason}")
+            log(f"warning: {display_path(src)}: {one_line(result.reason)}")
         results.append(result)
         bar.update(1)
     bar.close()
@@ -323,7 +323,7 @@ def _with_oom_retry(engine: _Engine, rgb: np.ndarray, src: Path, progress: bool,
                 ) from None
             if upscaler.device.type == "cuda":
                 torch.cuda.empty_cache()
-            log(f"warning: {src}: out of device memory with tile {current}; retrying with --tile {smaller}")
+            log(f"warning: {display_path(src)}: out of device memory with tile {current}; retrying with --tile {smaller}")
             engine.upscaler = upscaler.with_options(tile=smaller)
         finally:
             bar.close()
