@@ -272,3 +272,40 @@ def test_weights_with_deeply_nested_metadata_or_float8_tensors_are_one_line(tmp_
                            (pickled, "'head.weight' holds torch.float8_e4m3fn values")):
         err = _one_line_error(capsys, cli_main(["info", str(path)]))
         assert f"{path}: " in err and expected in err
+
+
+def test_a_gan_resume_with_another_discriminator_width_is_refused_naming_the_key(tmp_path, train_dir, capsys):
+    config = _config_file(tmp_path, train_dir, losses=[{"kind": "l1"}, {"kind": "gan", "weight": 0.1}],
+                          discriminator={"num_feat": 8})
+    from mlkasr.config import load_config
+    from mlkasr.training import train
+
+    run_dir = tmp_path / "run"
+    train(load_config(config), run_dir, device="cpu")
+    files = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.name != "train.lock")  # noqa: E731
+    before = files()
+    code = cli_main(["train", str(config), "--run-dir", str(run_dir), "--threads", "1", "--resume", "auto",
+                     "--allow-config-change",
+                     "--set", "train.iterations=4", "--set", "train.discriminator.num_feat=16"])
+    err = _one_line_error(capsys, code)
+    assert "train.discriminator.num_feat cannot change on resume (8 -> 16), not even with --allow-config-change" in err
+    assert files() == before  # nothing of the run touched
+
+
+def test_a_checkpoint_without_its_config_still_refuses_another_discriminator_width(tmp_path, train_dir):
+    import torch
+
+    from mlkasr.config import load_config
+    from mlkasr.errors import MlkasrError
+    from mlkasr.training import train
+
+    config = _config_file(tmp_path, train_dir, losses=[{"kind": "l1"}, {"kind": "gan", "weight": 0.1}],
+                          discriminator={"num_feat": 8})
+    train(load_config(config), tmp_path / "run", device="cpu")
+    checkpoint = tmp_path / "run" / "checkpoints" / "iter_00000002.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]  # as from another tool
+    torch.save(state, tmp_path / "foreign.pth")
+    with pytest.raises(MlkasrError, match=r"discriminator has .* resume with the run's train\.discriminator\.num_feat"):
+        train(load_config(config, ["train.discriminator.num_feat=16", "train.iterations=4"]), tmp_path / "run2",
+              resume=str(tmp_path / "foreign.pth"), device="cpu")

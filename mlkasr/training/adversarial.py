@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig
+from ..errors import MlkasrError
 from .distributed import DistContext, wrap_ddp
 from .losses import LossSet, fake_loss, real_loss
 from .optim import make_optimizer
@@ -85,6 +86,12 @@ class Adversary:
                 "schedule": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        mine = self.network.state_dict()
+        for key, tensor in state["model"].items():  # a checkpoint without a stored config escapes config_changes
+            if key in mine and tuple(tensor.shape) != tuple(mine[key].shape):
+                raise MlkasrError(f"the checkpoint's discriminator has {key} of shape {tuple(tensor.shape)}, this "
+                                  f"config's {tuple(mine[key].shape)}: resume with the run's "
+                                  "train.discriminator.num_feat")
         self.network.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

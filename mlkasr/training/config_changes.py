@@ -28,6 +28,11 @@ NO_EFFECT = ("name", "logging.", "data.train.num_workers", "data.train.cache_ima
              "train.val_every", "train.keep_last", "model.init_weights", "train.best_metric", "train.best_set")
 
 
+# Keys that set the shape of a network the checkpoint holds (with a gan term: the discriminator): its weights
+# cannot be loaded into another shape, so no flag can accept the change.
+SHAPE_KEYS = ("train.discriminator.num_feat",)
+
+
 class ConfigChangeRefused(MlkasrError):
     """``--resume`` with a config that would change the run, without ``--allow-config-change``."""
 
@@ -38,6 +43,7 @@ class Change:
     old: Any
     new: Any
     affects_weights: bool
+    loadable: bool = True  # False: the checkpoint's networks cannot be loaded under the new value (SHAPE_KEYS)
 
     def __str__(self) -> str:
         return f"{self.key}: {self.old!r} -> {self.new!r}"
@@ -60,12 +66,26 @@ def config_changes(saved: dict | None, config: Config) -> list[Change]:
             # The total length sets no step's rate under a multistep schedule; cosine spreads over it.
             if key == "train.iterations" and not cosine:
                 free = True
-            changes.append(Change(key, old.get(key), new.get(key), affects_weights=not free))
+            changes.append(Change(key, old.get(key), new.get(key), affects_weights=not free,
+                                  loadable=not (key in SHAPE_KEYS and _has_gan_term(old))))
     return changes
 
 
+def _has_gan_term(flat: dict[str, Any]) -> bool:
+    """Whether the (flattened) config trains a discriminator, i.e. its checkpoints hold one."""
+    return any(isinstance(term, dict) and term.get("kind") == "gan" for term in flat.get("train.losses") or [])
+
+
 def check_changes(changes: list[Change], allowed: bool, checkpoint: str, run_dir: Path) -> None:
-    """Refuse changes that affect the weights unless ``allowed``, listing each (old -> new)."""
+    """Refuse changes that affect the weights unless ``allowed``, listing each (old -> new); refuse a change of
+    a network's shape (``SHAPE_KEYS``) in any case."""
+    for change in changes:
+        if not change.loadable:
+            raise ConfigChangeRefused(
+                f"--resume: {change.key} cannot change on resume ({change.old!r} -> {change.new!r}), not even with "
+                f"{ALLOW_FLAG}: {checkpoint} holds a discriminator of the old width, which does not load into "
+                f"another. Resume with {change.key}: {change.old!r}, or start a new run (another --run-dir)"
+            )
     refused = [c for c in changes if c.affects_weights]
     if refused and not allowed:
         raise ConfigChangeRefused(
