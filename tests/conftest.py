@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# `mlkasr upscale` defaults to --backend auto, whose first run per set of weights exports to ONNX and probes the
+# runtimes (tens of seconds). Tests of everything else upscale with torch; tests/test_auto_backend.py covers auto
+# and the default itself (with this variable removed). Subprocesses inherit it.
+os.environ.setdefault("MLKASR_UPSCALE_BACKEND", "torch")
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

@@ -253,11 +253,20 @@ def test_export_without_any_runtime_for_the_parity_check(monkeypatch, tmp_path, 
 
 
 def test_backend_options_are_checked():
-    assert BACKEND_CHOICES == BACKENDS  # the CLI's copy (kept to avoid importing torch for --help)
+    assert BACKEND_CHOICES == ("auto", *BACKENDS)  # the CLI's copy (kept to avoid importing torch for --help)
     with pytest.raises(InferenceOptionsError, match="--backend must be one of"):
         InferenceOptions(backend="tensorrt")
-    with pytest.raises(InferenceOptionsError, match="--backend openvino runs the exported fp32 network on the CPU"):
-        InferenceOptions(backend="openvino", precision="bf16")
+    with pytest.raises(InferenceOptionsError, match="--backend openvino runs the exported network on the CPU"):
+        InferenceOptions(backend="openvino", device="cuda")
+    with pytest.raises(InferenceOptionsError, match="--backend onnxruntime computes in fp32, int8, not --precision bf16"):
+        InferenceOptions(backend="onnxruntime", precision="bf16")
+    with pytest.raises(InferenceOptionsError, match="--backend torch computes in fp32, bf16, fp16, not --precision int8"):
+        InferenceOptions(backend="torch", precision="int8")
+    with pytest.raises(InferenceOptionsError, match="auto needs --backend auto"):
+        InferenceOptions(backend="openvino", precision="auto")
+    with pytest.raises(InferenceOptionsError, match="--backend auto chooses among fp32, bf16 and int8"):
+        InferenceOptions(backend="auto", precision="fp16")
+    assert InferenceOptions(backend="openvino", precision="bf16").precision == "bf16"
 
 
 # ---------------------------------------------------------------------------------------------- mlkasr bench

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import MlkasrError, one_line
@@ -51,7 +52,7 @@ def default_device(requested: str | None, backend: str | None = None) -> str:
     """``--device``, else cuda when available (as ``mlkasr train``), else cpu; the ONNX backends run on the CPU."""
     if requested is not None:
         return requested
-    if backend not in (None, "torch"):
+    if backend not in (None, "torch", "auto"):
         return "cpu"
     import torch
 
@@ -87,14 +88,44 @@ def model_input(model: str | None) -> list[tuple[str, str]]:
         return []
 
 
-# mlkasr.inference.backends.BACKENDS (a test keeps them equal), spelt out so that --help need not import torch
-BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
+# mlkasr.inference.backends.BACKENDS and "auto" (a test keeps them equal), spelt out so that --help need not
+# import torch; the same for the precisions
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
-def add_backend_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=None, choices=BACKEND_CHOICES,
-                        help="what runs the network: torch (default), or the model exported once to ONNX (cached) "
-                             "in onnxruntime or openvino, on the CPU in fp32 (pip install \"mlkasr[deploy]\")")
+def add_backend_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """--backend and --precision; ``default`` is the command's backend when neither is given."""
+    parser.add_argument(
+        "--backend", default=None, choices=BACKEND_CHOICES,
+        help=f"what runs the network (default: {default}): auto = the fastest of the others here, in fp32 or in a "
+             "reduced precision that passes a quality gate on Set5 (measured once per machine and model, cached); "
+             "torch; or the model exported once to ONNX (cached) in onnxruntime or openvino on the CPU "
+             "(pip install \"mlkasr[deploy]\")")
+    parser.add_argument(
+        "--precision", default=None, choices=PRECISION_CHOICES,
+        help=f"network precision (default: {'auto with --backend auto, else ' if default != 'torch' else ''}fp32; "
+             "metrics are always computed in float64): fp32; bf16 (torch autocast, or OpenVINO); fp16 (torch on "
+             "CUDA); int8 (a quantized ONNX graph in onnxruntime or openvino); with --backend auto, the lowest "
+             "precision it may choose: fp32, bf16 (= auto) or int8")
+
+
+UPSCALE_BACKEND_ENV = "MLKASR_UPSCALE_BACKEND"  # upscale's default backend where --backend is not given
+
+
+def upscale_default_backend() -> str:
+    """auto, unless $MLKASR_UPSCALE_BACKEND names another (e.g. torch: no probe, no ONNX export, in scripts)."""
+    value = os.environ.get(UPSCALE_BACKEND_ENV, "").strip() or "auto"
+    if value not in BACKEND_CHOICES:
+        raise MlkasrError(f"${UPSCALE_BACKEND_ENV} must be one of {', '.join(BACKEND_CHOICES)}, got {value!r}")
+    return value
+
+
+def backend_and_precision(args: argparse.Namespace, default: str) -> tuple[str, str]:
+    """The (backend, precision) pair a command runs with, from --backend/--precision and its default backend."""
+    backend = args.backend or default
+    precision = args.precision or ("auto" if backend == "auto" else "fp32")
+    return backend, precision
 
 
 def set_threads(args: argparse.Namespace, loader_workers: int = 0, processes: int = 1):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
+from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, backend_and_precision
+from . import default_device, set_threads
 from . import add_max_pixels_options, max_pixels, model_input
 
 HELP = "score a model or the bicubic baseline on benchmark folders (PSNR/SSIM on Y, as published tables)"
@@ -19,8 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, metavar="N", help="run the model on N x N LR tiles (bounded memory)")
     parser.add_argument("--tile-overlap", type=int, metavar="K", help="LR pixels shared by neighbouring tiles (default: the engine's measured default)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"), help="network precision (default fp32; metrics are always float64)")
-    add_backend_option(parser)
+    add_backend_option(parser, default="torch")  # fp32 torch: the exact numbers papers report
     parser.add_argument("--degrade", metavar="SPEC", help='degrade every LR before upscaling, e.g. "jpeg=40,noise=5" (keys: blur=SIGMA, noise=SIGMA on 0-255, jpeg=QUALITY, seed=N; applied blur, noise, jpeg; fixed seed); recorded in --json')
     parser.add_argument("--save-images", type=Path, metavar="DIR", help="write SR outputs to DIR/{dataset}/ and comparison pictures to DIR/{dataset}/compare/")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results (per image and per set) as JSON")
@@ -128,15 +129,16 @@ def _build_upscaler(args: argparse.Namespace):
     model = load_model(args.model)  # a file, or a shipped model's name
     if args.scale is not None and args.scale != model.scale:
         raise MlkasrError(f"--scale {args.scale} disagrees with {args.model}, which is a x{model.scale} model")
+    backend, precision = backend_and_precision(args, default="torch")
     options = InferenceOptions(
-        device=default_device(args.device, args.backend),
-        precision=args.precision or "fp32",
+        device=default_device(args.device, backend),
+        precision=precision,
         tile=args.tile,
         tile_overlap=DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap,
         self_ensemble=args.self_ensemble,
-        backend=args.backend or "torch",
+        backend=backend,
     )
-    return Upscaler(model, options)
+    return Upscaler(model, options, log=lambda message: print(message, file=sys.stderr, flush=True))
 
 
 def _describe(args: argparse.Namespace, upscaler) -> str:
@@ -144,6 +146,8 @@ def _describe(args: argparse.Namespace, upscaler) -> str:
         return "bicubic (MATLAB-exact)"
     spec = upscaler.model.spec
     extras = [upscaler.options.precision, upscaler.options.device]
+    if upscaler.auto_choice is not None:
+        extras.append(f"backend auto: {upscaler.auto_choice.describe()}")
     if upscaler.options.backend != "torch":
         extras.append(upscaler.backend.describe())
     if upscaler.options.self_ensemble:

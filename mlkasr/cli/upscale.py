@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, default_device, set_threads
+from . import DEVICE_HELP, add_backend_option, add_quiet_option, add_threads_option, backend_and_precision
+from . import default_device, set_threads, upscale_default_backend
 from . import add_max_pixels_options, max_pixels, model_input
 
 HELP = "upscale an image or a folder of images with a MAN model (tiled, resumable, any size)"
@@ -17,9 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=None, metavar="N", help="upscaling factor: picks the shipped man-tiny_xN without --model; with --model it must agree with the file")
     parser.add_argument("--tile", type=int, metavar="N", help="tile side in LR pixels (default: 320 on CPU, from free memory on CUDA; 0 = whole image)")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="N", help="LR pixels shared by neighbouring tiles (default: 48)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp32 (default), or bf16/fp16 autocast (fp16 needs CUDA)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
-    add_backend_option(parser)
+    add_backend_option(parser, default="auto, or $MLKASR_UPSCALE_BACKEND")
     parser.add_argument("--suffix", default=None, help="appended to each output file's stem (default: _x<scale>)")
     parser.add_argument("--format", default="png", choices=("png", "same"), help="output format: png (default) or the input's")
     parser.add_argument("--recursive", action="store_true", help="also process subfolders, mirrored under OUTPUT")
@@ -56,19 +56,23 @@ def run(args: argparse.Namespace) -> int:
     )
     overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
     # validate the options (device, precision) before loading the weights, so typos fail fast
-    options = InferenceOptions(device=default_device(args.device, args.backend), precision=args.precision, tile=None, tile_overlap=overlap, self_ensemble=args.self_ensemble,
-                               backend=args.backend or "torch")
+    backend, precision = backend_and_precision(args, default=upscale_default_backend())
+    options = InferenceOptions(device=default_device(args.device, backend), precision=precision, tile=None,
+                               tile_overlap=overlap, self_ensemble=args.self_ensemble, backend=backend)
     threads = set_threads(args).describe()
     model_name = args.model if args.model is not None else default_model_name(args.scale)
     model = load_model(model_name)
     if args.scale is not None and args.scale != model.scale:
         raise MlkasrError(f"--scale {args.scale} disagrees with --model {args.model}, which is a x{model.scale} model")
-    upscaler = Upscaler(model, options)
-    tile = args.tile if args.tile is not None else default_tile(upscaler.device, model, args.precision)
+    upscaler = Upscaler(model, options, log=lambda message: print(message, file=sys.stderr, flush=True))
+    precision = upscaler.options.precision
+    tile = args.tile if args.tile is not None else default_tile(upscaler.device, model, precision)
     upscaler = upscaler.with_options(tile=tile or None)
+    if upscaler.auto_choice is not None:
+        print(f"backend auto: {upscaler.auto_choice.describe()}", file=sys.stderr)
     print(
-        f"{model.spec.name} x{model.scale} on {upscaler.device} ({args.precision}"
-        f"{', ' + upscaler.backend.describe() if options.backend != 'torch' else ''}), "
+        f"{model.spec.name} x{model.scale} on {upscaler.device} ({precision}"
+        f"{', ' + upscaler.backend.describe() if upscaler.options.backend != 'torch' else ''}), "
         f"tile {tile or 'off'} overlap {overlap}{', self-ensemble' if args.self_ensemble else ''}"
         f"{', ' + threads if upscaler.device.type == 'cpu' else ''}",
         file=sys.stderr,

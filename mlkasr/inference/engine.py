@@ -35,9 +35,10 @@ from torch import nn
 
 from ..errors import MlkasrError
 from ..models.runtime import memory_format_for, place_model
-from .backends import BACKENDS, ONNX_BACKENDS, Backend, create_backend
+from .backends import BACKEND_PRECISIONS, BACKENDS, ONNX_BACKENDS, Backend, create_backend
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTO = "auto"  # backend and precision chosen by a measured, cached probe (mlkasr.inference.auto)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEVICE_TYPES = ("cpu", "cuda")
 _MIN_WEIGHT = 1e-4
 DEFAULT_TILE_OVERLAP = 48  # LR pixels; measured on trained weights, see the module docstring
@@ -60,23 +61,38 @@ class InferenceOptions:
     """How to run a model. Validated on construction; each error names the matching command-line flag."""
 
     device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (bf16/fp16 as autocast; fp16 needs CUDA)
+    # fp32 | bf16 | fp16 (torch: autocast; fp16 needs CUDA) | int8 (quantized ONNX graph) | auto (with backend auto);
+    # with backend auto, fp32/bf16/int8 name the lowest precision the probe may choose. None: auto with backend
+    # auto, else fp32
+    precision: str | None = None
     tile: int | None = None  # LR pixels per tile side; None = whole image at once
     tile_overlap: int = DEFAULT_TILE_OVERLAP  # LR pixels shared by neighbouring tiles
     self_ensemble: bool = False  # average the 8 flips/rotations (x8 compute)
     channels_last: bool | None = None  # None = the per-device default of mlkasr.models.runtime
-    backend: str = "torch"  # what runs the network on each tile: torch | onnxruntime | openvino (see .backends)
+    # what runs the network on each tile: torch | onnxruntime | openvino (see .backends) | auto (see .auto)
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InferenceOptionsError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision is None:
+            object.__setattr__(self, "precision", AUTO if self.backend == AUTO else "fp32")
+        if self.precision not in (*PRECISIONS, AUTO):
+            raise InferenceOptionsError(f"--precision must be one of {', '.join(PRECISIONS)} (or auto with "
+                                        f"--backend auto), got {self.precision!r}")
         device_type = self.device_type  # parses the device string
-        if self.backend not in BACKENDS:
-            raise InferenceOptionsError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.backend in ONNX_BACKENDS and (device_type != "cpu" or self.precision != "fp32"):
+        if self.backend not in (*BACKENDS, AUTO):
+            raise InferenceOptionsError(f"--backend must be one of {', '.join(BACKENDS)}, {AUTO}; got {self.backend!r}")
+        if self.backend == AUTO:
+            if self.precision not in ("fp32", "bf16", "int8", AUTO):
+                raise InferenceOptionsError(f"--backend auto chooses among fp32, bf16 and int8; --precision "
+                                            f"{self.precision} needs an explicit --backend torch")
+        elif self.precision not in BACKEND_PRECISIONS[self.backend]:
             raise InferenceOptionsError(
-                f"--backend {self.backend} runs the exported fp32 network on the CPU; drop --device/--precision "
-                f"(got --device {self.device} --precision {self.precision}) or use --backend torch"
+                f"--backend {self.backend} computes in {', '.join(BACKEND_PRECISIONS[self.backend])}, not "
+                f"--precision {self.precision}" + (" (auto needs --backend auto)" if self.precision == AUTO else ""))
+        if self.backend in ONNX_BACKENDS and device_type != "cpu":
+            raise InferenceOptionsError(
+                f"--backend {self.backend} runs the exported network on the CPU; drop --device {self.device} or use "
+                f"--backend torch"
             )
         if device_type == "cpu" and self.precision == "fp16":
             raise InferenceOptionsError(
@@ -126,7 +142,7 @@ class Upscaler:
     """
 
     def __init__(self, model: nn.Module, options: InferenceOptions = InferenceOptions(), *,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, log: Callable[[str], None] | None = None) -> None:
         if not isinstance(options, InferenceOptions):
             raise TypeError(f"options must be InferenceOptions, got {type(options).__name__}")
         scale = getattr(model, "scale", None)
@@ -144,10 +160,17 @@ class Upscaler:
         self.memory_format = memory_format_for(self.device.type, options.channels_last)
         self.model = place_model(model, self.device, options.channels_last).eval()
         self._scale = int(scale)
+        self.auto_choice = None  # with backend auto: what the probe chose and why (an AutoChoice)
+        if options.backend == AUTO and backend is None:
+            from .auto import choose_backend
+
+            self.auto_choice = choose_backend(self.model, options, log=log)
+            options = self.options = replace(options, backend=self.auto_choice.backend,
+                                             precision=self.auto_choice.precision)
         if options.backend != "torch":
             self.memory_format = torch.contiguous_format  # the runtimes take NCHW arrays: no layout copy per tile
         self.backend = backend if backend is not None else create_backend(
-            options.backend, self.model, precision=PRECISIONS[options.precision], memory_format=self.memory_format
+            options.backend, self.model, precision=options.precision, memory_format=self.memory_format, log=log
         )
 
     @property
@@ -159,7 +182,9 @@ class Upscaler:
         options = replace(self.options, **changes)
         # tiling and ensemble options leave the backend as it is: keep it (an ONNX runtime is costly to rebuild)
         same = all(getattr(options, k) == getattr(self.options, k) for k in ("backend", "device", "precision", "channels_last"))
-        return Upscaler(self.model, options, backend=self.backend if same else None)
+        upscaler = Upscaler(self.model, options, backend=self.backend if same else None)
+        upscaler.auto_choice = self.auto_choice if same else None
+        return upscaler
 
     def count_tiles(self, height: int, width: int) -> int:
         """How many model calls (before self-ensemble) an LR image of this size takes."""

@@ -14,7 +14,7 @@ from . import Backend
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, threads: int) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int, precision: str = "fp32") -> None:
         ort = require("onnxruntime", "--backend onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # torch's count: the project's thread policy decides for both
@@ -25,6 +25,7 @@ class OnnxRuntimeBackend(Backend):
         # `mlkasr bench`, from the torch path timed next).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
+        self.precision = precision  # fp32, or int8 for a quantized graph (the file decides; the name is for logs)
         self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         first = self._session.get_inputs()[0]
         self._input = first.name
@@ -36,7 +37,7 @@ class OnnxRuntimeBackend(Backend):
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def describe(self) -> str:
-        return f"onnxruntime {_version()} ({self.threads} thread{'s' if self.threads > 1 else ''})"
+        return f"onnxruntime {_version()} {self.precision} ({self.threads} thread{'s' if self.threads > 1 else ''})"
 
 
 def _version() -> str:
