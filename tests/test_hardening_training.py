@@ -309,3 +309,47 @@ def test_a_checkpoint_without_its_config_still_refuses_another_discriminator_wid
     with pytest.raises(MlkasrError, match=r"discriminator has .* resume with the run's train\.discriminator\.num_feat"):
         train(load_config(config, ["train.discriminator.num_feat=16", "train.iterations=4"]), tmp_path / "run2",
               resume=str(tmp_path / "foreign.pth"), device="cpu")
+
+
+def _damaged_folder(root: Path, damage: str) -> Path:
+    folder = _write_images(root / damage, 3, 48, seed=2)
+    good = (folder / "img000.png").read_bytes()
+    if damage == "truncated":  # header intact: only decoding finds it, in a loader worker
+        (folder / "img001.png").write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        (folder / "img001.png").write_bytes(b"")
+    elif damage == "garbage":
+        (folder / "img001.png").write_bytes(b"\x89PNG not really" * 10)
+    elif damage == "huge":  # a 20000x20000 header: decoding it would take 1.2 GB in every loader process
+        import struct
+        import zlib
+
+        ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+        chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                    + struct.pack(">I", zlib.crc32(kind + data)))
+        (folder / "img001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return folder
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("empty", "an empty file (0 bytes), not an image"),
+    ("garbage", "img001.png: "),
+    ("huge", "20000x20000 = 400,000,000 pixels, more than the 40,000,000"),
+])
+def test_broken_training_images_are_refused_by_header_before_the_run_folder(tmp_path, capsys, damage, expected):
+    folder = _damaged_folder(tmp_path, damage)
+    run_dir = tmp_path / "run"
+    code = cli_main(["train", str(_config_file(tmp_path, folder)), "--run-dir", str(run_dir), "--threads", "1"])
+    err = _one_line_error(capsys, code)
+    assert str(folder / "img001.png") in err and expected in err
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_truncated_image_drawn_by_a_loader_worker_is_one_line_naming_it(tmp_path, capsys):
+    folder = _damaged_folder(tmp_path, "truncated")
+    config = _config_file(tmp_path, folder, iterations=4, save_every=4)
+    config.write_text(config.read_text().replace("num_workers: 0", "num_workers: 1"))
+    code = cli_main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--threads", "1"])
+    err = _one_line_error(capsys, code)
+    assert str(folder / "img001.png") in err and "DataLoader worker" not in err

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import MlkasrError
 from ..processes import die_with_parent
 
 
@@ -102,3 +103,22 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, start:
         prefetch_factor=(prefetch_factor or 4) if workers_on else None,
         multiprocessing_context=multiprocessing_context if workers_on else None,
     )
+
+
+def one_line_worker_errors(batches: Iterator[dict]) -> Iterator[dict]:
+    """``batches``, with an ``MlkasrError`` raised in a loader worker (a truncated image, say) given back its own
+    one-line message: torch re-raises it in the trainer as "Caught ImageReadError in DataLoader worker process 0.
+    Original Traceback ..." followed by the worker's whole traceback."""
+    while True:
+        try:
+            batch = next(batches)
+        except MlkasrError as exc:
+            if not str(exc).startswith("Caught "):  # raised in this process: already one line
+                raise
+            kind, last = type(exc), str(exc).rstrip().splitlines()[-1]  # "package.module.ImageReadError: <message>"
+        else:
+            yield batch
+            continue
+        # Raised outside the handler: a frame holding the caught exception would be in a cycle with its traceback,
+        # keeping the loader (and its workers) alive until the garbage collector runs.
+        raise kind(last.split(": ", 1)[1] if ": " in last else last) from None

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imaging.io import list_images, read_image, read_image_size
+from ..imaging.io import DEFAULT_MAX_PIXELS, list_images, read_image, read_image_size
+from ..paths import file_problem
 from .errors import DataError
 from .keys import describe_key_difference, keyed_files
 from .lmdb_store import LmdbImageReader
@@ -57,9 +58,29 @@ class PatchSource(ABC):
     def describe(self) -> str: ...
 
 
-def _header_size(path: str) -> tuple[int, int] | None:
+# A training image is decoded whole (and cached) in every loader process: 40 MP (an 8K frame) is plenty, and a
+# 20000x20000 "image" (a 389 KB PNG can claim it) would take gigabytes in each.
+MAX_TRAINING_PIXELS = DEFAULT_MAX_PIXELS
+
+
+def _header_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` of a training image from its header, checked when the folder is listed (before any run
+    folder exists, not when a loader worker draws it): an empty, unreadable or undecodable file, or one of more
+    than ``MAX_TRAINING_PIXELS``, is refused naming it."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}, expected an image")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: an empty file (0 bytes), not an image; remove it from the training folder")
     size = read_image_size(path)  # (width, height); orientation does not matter for a minimum side
-    return None if size is None else (size[1], size[0])
+    if size is None:  # a header this reader does not parse (or a damaged one): decode it once, now
+        image = read_image(path)
+        size = (image.shape[1], image.shape[0])
+    width, height = size
+    if width * height > MAX_TRAINING_PIXELS:
+        raise DataError(f"{path}: {width}x{height} = {width * height:,} pixels, more than the {MAX_TRAINING_PIXELS:,} "
+                        "a training image may have (each loader process decodes it whole); downscale or remove it")
+    return height, width
 
 
 def _is_lmdb(path: Path) -> bool:
@@ -111,6 +132,8 @@ class FolderPairSource(PatchSource):
         problem = describe_key_difference(hr, lr, str(self.hr_dir), str(self.lr_dir))
         if problem:
             raise DataError(f"HR and LR folders hold different images: {problem}")
+        for path in lr.values():  # HR headers are read by hr_size; the LR files get the same check at start
+            _header_size(str(path))
         return [SourceItem(key, str(hr[key]), str(lr[key])) for key in sorted(hr)]
 
     def load_hr(self, item: SourceItem) -> np.ndarray:

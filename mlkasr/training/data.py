@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..config import Config, TrainSourceConfig
 from ..data.degradations import Degradation, resolve_degradation
 from ..data import FolderPairSource, HrOnlySource, LmdbPairSource, PairedPatchDataset, PatchSource, build_loader
+from ..data.loader import one_line_worker_errors
 from ..data.mixed import MixedPatchDataset
 from ..errors import MlkasrError
 from ..imaging.io import read_image_size
@@ -144,4 +145,4 @@ def build_train_batches(
         world_size=ctx.world_size,
         seed=config.data.train.seed,
     )
-    return iter(loader), dataset.describe()
+    return one_line_worker_errors(iter(loader)), dataset.describe()
