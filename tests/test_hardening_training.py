@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import child_pids, process_running
 from mlkasr.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,41 +153,21 @@ def test_non_finite_weights_are_never_exported(tmp_path, train_dir):
 # -- 3. processes: workers die with the trainer; SIGTERM is Ctrl-C with a message ----------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _start_trainer(config: Path, run_dir: Path) -> tuple[subprocess.Popen, list[int]]:
     """A CLI trainer with 2 loader workers, once it has written its first checkpoint."""
     process = subprocess.Popen([sys.executable, "-m", "mlkasr", "train", str(config), "--run-dir", str(run_dir),
                                 "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not ((run_dir / "checkpoints" / "iter_00000002.pth.sha256").exists() and len(_children(process.pid)) >= 2):
+    while not ((run_dir / "checkpoints" / "iter_00000002.pth.sha256").exists() and len(child_pids(process.pid)) >= 2):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "the trainer did not get going"
         time.sleep(0.05)
-    return process, _children(process.pid)
+    return process, child_pids(process.pid)
 
 
 def _wait_gone(pids: list[int], seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    while any(_alive(pid) for pid in pids):
+    while any(process_running(pid) for pid in pids):
         assert time.monotonic() < deadline, f"workers {pids} outlived the trainer"
         time.sleep(0.02)
 
@@ -353,3 +334,21 @@ def test_a_truncated_image_drawn_by_a_loader_worker_is_one_line_naming_it(tmp_pa
     code = cli_main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--threads", "1"])
     err = _one_line_error(capsys, code)
     assert str(folder / "img001.png") in err and "DataLoader worker" not in err
+
+
+def test_a_lock_held_after_its_trainer_died_says_so_instead_of_naming_it_as_running(tmp_path):
+    import fcntl
+
+    from mlkasr.training.runlock import RunFolderBusy, RunLock
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.lock").write_text(f"{dead.pid}\n")
+    with open(run_dir / "train.lock") as held:  # as a worker that outlived its trainer would hold it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunFolderBusy, match=rf"the training run PID {dead.pid} has ended, but processes it "
+                                                r"started \(loader workers\) still hold its lock"):
+            RunLock.acquire(run_dir)
+    RunLock.acquire(run_dir).release()  # free once they are gone

@@ -15,7 +15,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from conftest import child_pids, process_running, shared_path
 from mlkasr.cli import main
 from mlkasr.data import (
     DataError,
@@ -397,27 +397,6 @@ def _dead_pid() -> int:
     return process.pid  # reaped: no process has it now (pids are not reused that quickly)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after the parenthesised name
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path, capsys):
     hr = tmp_path / "hr"
@@ -430,16 +409,16 @@ def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
-        while not (list((tmp_path / "lr").glob("X2.partial-*")) and len(_children(process.pid)) >= 2):
+        while not (list((tmp_path / "lr").glob("X2.partial-*")) and len(child_pids(process.pid)) >= 2):
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.02)
-        workers = _children(process.pid)
+        workers = child_pids(process.pid)
     finally:
         process.kill()
         process.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers):  # they used to run on with parent 1
+    while any(process_running(pid) for pid in workers):  # they used to run on with parent 1
         assert time.monotonic() < deadline, f"workers {workers} outlived their parent"
         time.sleep(0.05)
     partials = sorted(p.name for p in (tmp_path / "lr").iterdir())

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError, one_line
+from ..temporaries import remove_dead_temporaries
 from ..paths import InputFiles, NamedPath, check_output_folder, display_path, file_problem, same_file, special_file_problem
 from ..imaging.io import (
     DEFAULT_MAX_PIXELS,
@@ -282,7 +283,7 @@ def _process(
         log(f"warning: {note}")
     try:
         result = _upscale_array(engine, image, src, progress, log)
-        _remove_stale_temporaries(out)
+        remove_dead_temporaries(out)  # a killed run's .name.partPID files
         write_image(out, result)
     except MlkasrError as exc:
         return FileResult(src, out, "failed", str(exc))
@@ -327,28 +328,6 @@ def _with_oom_retry(engine: _Engine, rgb: np.ndarray, src: Path, progress: bool,
             engine.upscaler = upscaler.with_options(tile=smaller)
         finally:
             bar.close()
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.name.partPID`` files left by a killed run (only those whose process is gone)."""
-    if not out.parent.is_dir():
-        return
-    for tmp in out.parent.glob(f".{out.name}.part*"):
-        pid = tmp.name.rsplit(".part", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stderr(message: str) -> None:

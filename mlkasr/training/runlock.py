@@ -18,6 +18,7 @@ import torch
 
 from ..errors import MlkasrError
 from ..paths import check_output_folder
+from ..processes import process_alive
 from .distributed import DistContext, all_ranks_true
 
 LOCK_NAME = "train.lock"
@@ -54,6 +55,11 @@ class RunLock:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
+                if holder.isdigit() and not process_alive(int(holder)):  # its workers still hold the open file
+                    raise RunFolderBusy(
+                        f"--run-dir {run_dir}: the training run PID {holder} has ended, but processes it started "
+                        f"(loader workers) still hold its lock {path}; they exit within seconds: try again"
+                    ) from None
                 raise RunFolderBusy(
                     f"--run-dir {run_dir}: another training run is using it (PID {holder}, lock {path}); wait for "
                     "it to finish, or give another --run-dir"
