@@ -21,6 +21,7 @@ from mlkasr.analysis import (
     lam_input,
     local_attribution_map,
 )
+from conftest import randomize_parameters
 from mlkasr.analysis.lam import blur_path
 from mlkasr.cli import main
 from mlkasr.imaging.io import read_image, read_rgb, write_image
@@ -238,3 +239,44 @@ def test_cli_takes_16_bit_grey_images(tmp_path, capsys):
     assert "(HR 24x24 -> LR 6x6)" in capsys.readouterr().out
     picture = read_image(out)
     assert picture.dtype == np.uint8 and picture.shape[2] == 3
+
+
+def test_a_large_image_is_cropped_to_the_receptive_field_with_the_same_map():
+    from mlkasr.analysis.lam import _lam, receptive_crop
+    from mlkasr.models.man import MAN, Ablations
+    from mlkasr.models.zoo import make_spec
+
+    model = randomize_parameters(MAN(make_spec("man-tiny", 2, 12, 1, Ablations())), std=0.2, seed=4).eval()
+    assert model.receptive_radius() == 39  # head 1 + MLKA 19 + GSAU 3 + LKAT 15 + tail 1
+    generator = torch.Generator().manual_seed(5)
+    lr = torch.rand(1, 3, 100, 130, generator=generator)
+    settings = LamSettings(path=BlurPath(steps=6))
+    for window in (LamWindow(20, 30, 8), LamWindow(200, 150, 16)):  # near a corner / far from every edge
+        crop = receptive_crop(model, 100, 130, window, settings.path)
+        assert crop is not None and (crop[2] - crop[0]) * (crop[3] - crop[1]) < 100 * 130 * 0.75
+        cropped = local_attribution_map(model, lr, window, settings)
+        full = _lam(model, lr, window, settings)  # the whole image through the network
+        assert cropped.attribution.shape == full.attribution.shape == (100, 130)
+        peak = float(full.attribution.max())
+        assert np.abs(cropped.attribution - full.attribution).max() <= 1e-4 * peak
+        assert abs(cropped.diffusion_index - full.diffusion_index) < 1e-3
+        assert cropped.attribution_sum == pytest.approx(full.attribution_sum, rel=1e-4, abs=1e-6)
+        assert cropped.window == window
+        top, left, bottom, right = crop
+        outside = np.ones((100, 130), dtype=bool)
+        outside[top:bottom, left:right] = False
+        assert not full.attribution[outside].any()  # the full map is exactly zero beyond the box too
+
+
+@pytest.mark.parametrize("ablations", [{}, {"mlka_gate": False}, {"mlka_multiscale": False},
+                                       {"feed_forward": "mlp"}, {"lkat_tail": False}])
+def test_receptive_radius_is_where_the_gradient_ends(ablations):
+    from mlkasr.models.man import MAN, Ablations
+    from mlkasr.models.zoo import make_spec
+
+    model = randomize_parameters(MAN(make_spec("man-tiny", 2, 12, 1, Ablations(**ablations))), std=0.3, seed=1)
+    model = model.double()
+    x = torch.rand(1, 3, 101, 101, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    model(x)[0, :, 100, 100].sum().backward()  # the output pixel over LR (50, 50)
+    reached = (x.grad[0].abs().sum(0) != 0).nonzero()
+    assert int((reached - 50).abs().max()) == model.receptive_radius() < 50

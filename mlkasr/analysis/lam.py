@@ -24,7 +24,7 @@ has the size of the LR input.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -298,6 +298,46 @@ def local_attribution_map(
     a ``[1 x] 3 x H x W`` float tensor. Raises LamError when the window is not inside the output.
     """
     lr = _image_tensor(image)
+    crop = receptive_crop(model, lr.shape[2], lr.shape[3], window, settings.path)
+    if crop is None:
+        return _lam(model, lr, window, settings)
+    top, left, bottom, right = crop
+    scale = model.scale
+    window.check_inside(lr.shape[2] * scale, lr.shape[3] * scale, scale)
+    inside = LamWindow(window.x - left * scale, window.y - top * scale, window.size)
+    result = _lam(model, lr[:, :, top:bottom, left:right], inside, settings)
+    attribution = np.zeros(lr.shape[2:], dtype=np.float32)  # beyond the receptive field: exactly zero
+    attribution[top:bottom, left:right] = result.attribution
+    gini = gini_index(attribution)
+    return replace(result, attribution=attribution, window=window, gini=gini, diffusion_index=(1.0 - gini) * 100.0)
+
+
+def receptive_crop(model: nn.Module, height: int, width: int, window: LamWindow,
+                   path: BlurPath) -> tuple[int, int, int, int] | None:
+    """The LR box ``(top, left, bottom, right)`` that holds everything the window's output can depend on, or None
+    when that is the whole image (or the network does not say how far it reaches).
+
+    Exact, not an approximation: a MAN output pixel depends on no LR pixel farther than ``receptive_radius()``
+    from its own position, and the blur path moves each pixel by at most half its kernel. So the box is the
+    window's LR footprint (one more output pixel right and down for the ``gradient`` objective) grown by both;
+    inside it, zero padding at the box's edge and the blur's reflection there reach no pixel that matters, and at
+    the image's own edges the box ends where the image does.
+    """
+    radius = getattr(model, "receptive_radius", None)
+    scale = getattr(model, "scale", None)
+    if not callable(radius) or not isinstance(scale, int):
+        return None
+    reach = radius() + path.kernel_size // 2
+    top = max(0, window.y // scale - reach)
+    left = max(0, window.x // scale - reach)
+    bottom = min(height, -(-(window.y + window.size + 1) // scale) + reach)
+    right = min(width, -(-(window.x + window.size + 1) // scale) + reach)
+    if (top, left, bottom, right) == (0, 0, height, width) or bottom <= top or right <= left:
+        return None
+    return top, left, bottom, right
+
+
+def _lam(model: nn.Module, lr: torch.Tensor, window: LamWindow, settings: LamSettings) -> LamResult:
     device, dtype, memory_format = _placement(model)
     path = settings.path
     images = blur_path(lr.to(device=device, dtype=dtype), path)  # [0] baseline ... [steps] the image

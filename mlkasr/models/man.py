@@ -88,6 +88,12 @@ def _large_kernel(channels: int, kernel: int, dilated_kernel: int, dilation: int
     )
 
 
+def _radius(layers: nn.Module) -> int:
+    """LR pixels on each side that a stride-1 'same' conv, or a chain of them (a Sequential), reaches."""
+    convs = [m for m in layers.modules() if isinstance(m, nn.Conv2d)]
+    return sum(c.dilation[0] * (c.kernel_size[0] - 1) // 2 for c in convs)
+
+
 def _same_depthwise(x, weight, bias, padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
     """Stride-1 'same' depthwise conv on oneDNN's fast CPU kernel.
 
@@ -241,6 +247,12 @@ class MLKA(nn.Module):
             return ((self.LKA3, self.X3), (self.LKA5, self.X5), (self.LKA7, self.X7))
         return ((self.LKA3, None), (self.LKA5, None), (self.LKA7, None))
 
+    def receptive_radius(self) -> int:
+        """The widest branch: each branch is its LKA chain and, in parallel, its gate."""
+        kernels = ("3", "5", "7") if self.multiscale else ("",)
+        return max(max(_radius(getattr(self, f"LKA{k}")), _radius(getattr(self, f"X{k}")) if self.gated else 0)
+                   for k in kernels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
         branches = self._branches()
@@ -276,6 +288,9 @@ class GSAU(nn.Module):
         self.norm = LayerNorm2d(n_feats)
         self.scale = nn.Parameter(torch.zeros(1, n_feats, 1, 1))
 
+    def receptive_radius(self) -> int:
+        return _radius(self.DWConv1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = _split_pointwise(self.Conv1, self.norm(x), (x.shape[1], x.shape[1]))
         spatial = self.DWConv1(gate)
@@ -297,6 +312,9 @@ class PointwiseMLP(nn.Module):
         self.norm = LayerNorm2d(n_feats)
         self.scale = nn.Parameter(torch.zeros(1, n_feats, 1, 1))
 
+    def receptive_radius(self) -> int:
+        return 0  # 1x1 convs only
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(x, self.fc2(self.act(self.fc1(self.norm(x)))), self.scale)
 
@@ -308,6 +326,9 @@ class MAB(nn.Module):
         super().__init__()
         self.LKA = MLKA(n_feats, gated=ablations.mlka_gate, multiscale=ablations.mlka_multiscale)
         self.LFE = GSAU(n_feats) if ablations.feed_forward == "gsau" else PointwiseMLP(n_feats)
+
+    def receptive_radius(self) -> int:
+        return self.LKA.receptive_radius() + self.LFE.receptive_radius()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.LFE(self.LKA(x))
@@ -322,6 +343,9 @@ class LKAT(nn.Module):
         self.att = _large_kernel(n_feats, 7, 9, 3)
         self.conv1 = _pointwise(n_feats, n_feats)
 
+    def receptive_radius(self) -> int:
+        return _radius(self.att)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv0(x)
         attn = self.att(y)
@@ -335,6 +359,10 @@ class ResGroup(nn.Module):
         super().__init__()
         self.body = nn.ModuleList(MAB(n_feats, ablations) for _ in range(n_resblocks))
         self.body_t = LKAT(n_feats) if ablations.lkat_tail else None
+
+    def receptive_radius(self) -> int:
+        tail = 0 if self.body_t is None else self.body_t.receptive_radius()
+        return sum(block.receptive_radius() for block in self.body) + tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         res = x
@@ -378,6 +406,13 @@ class MAN(nn.Module):
     def num_parameters(self) -> int:
         """All parameters, the frozen mean shifts included (the convention of the paper's tables)."""
         return sum(p.numel() for p in self.parameters())
+
+    def receptive_radius(self) -> int:
+        """LR pixels on each side of an output pixel's LR position that can change it (man-tiny 127, man-light
+        545, man 809): sequential convs add their reach, parallel branches take the widest, 1x1 convs, norms and
+        elementwise products add none. Pixels farther away have exactly zero influence, which is what
+        ``mlkasr.analysis.lam`` relies on to crop large images."""
+        return _radius(self.head) + sum(group.receptive_radius() for group in self.body) + _radius(self.tail)
 
     def extra_repr(self) -> str:
         ablations = "" if self.spec.ablations.is_published else f", ablations={self.spec.ablations.describe()!r}"
