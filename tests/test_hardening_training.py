@@ -69,6 +69,7 @@ def _one_line_error(capsys, code: int, expected_code: int = 2) -> str:
     ("train.schedule.gamma=-1", "train.schedule.gamma"),
     ("train.schedule.min_lr=.nan", "train.schedule.min_lr"),
     ("train.schedule.min_lr=-1e-5", "train.schedule.min_lr"),
+    ("train.schedule={kind: cosine, min_lr: 1}", "train.schedule.min_lr"),
     ("train.discriminator.lr=.inf", "train.discriminator.lr"),
     ("train.weight_decay=-1", "train.weight_decay"),
     ("train.weight_decay=.nan", "train.weight_decay"),

@@ -335,8 +335,10 @@ def _check_schedule(s, key: str, iterations: int, lr: float, fail) -> None:
         fail(f"{key}.warmup_iterations", f"must be 0 or more, got {s.warmup_iterations}")
     if not 0 < s.gamma <= 1:  # the rate is multiplied by it at each milestone: a decay, never a sign flip
         fail(f"{key}.gamma", f"expected a factor in (0, 1], got {s.gamma}")
-    if not 0 <= s.min_lr <= lr:  # cosine ends there; above the peak it would rise instead of decay
-        fail(f"{key}.min_lr", f"expected a rate in [0, the peak lr {lr:g}], got {s.min_lr}")
+    if not s.min_lr >= 0:
+        fail(f"{key}.min_lr", f"must be 0 or more, got {s.min_lr}")
+    if s.kind == "cosine" and s.min_lr > lr:  # cosine ends there: above the peak it would rise instead of decay
+        fail(f"{key}.min_lr", f"expected a rate in [0, the peak lr {lr:g}] for a cosine schedule, got {s.min_lr}")
 
 
 # Real-ESRGAN's is 64 (4.4 M parameters); 512 is 280 M (1.1 GB, 4x that with Adam): wider is a typo, not a design.
