@@ -90,6 +90,17 @@ def test_validation_sets_report_broken_links_in_the_run_log(tmp_path):
                for line in lines), lines
 
 
+def test_validation_sets_refuse_a_pixel_bomb_as_eval_does(tmp_path):
+    from mlkasr.imaging.io import ImageTooLargeError
+    from mlkasr.training.validation import load_validation_sets
+
+    _bomb_png(tmp_path / "Val" / "HR" / "bomb.png", 20_000, 20_000)
+    config = SimpleNamespace(data=SimpleNamespace(val=[SimpleNamespace(name="Val", path=tmp_path / "Val")],
+                                                  val_max_images=None), model=SimpleNamespace(scale=4))
+    with pytest.raises(ImageTooLargeError, match="bomb.png: refused: the header says 20000x20000"):
+        load_validation_sets(config, SimpleNamespace(info=print, warn=print))
+
+
 def test_a_newline_in_a_file_name_does_not_break_the_lines(tmp_path, capsys):
     root = _set5_copy(tmp_path / "Set5", names=("head",), lr=False)
     shutil.copy(SET5 / "HR" / "bird.png", root / "HR" / "bi\nrd.png")

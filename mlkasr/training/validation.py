@@ -15,6 +15,7 @@ from torch import nn
 from ..config import Config
 from ..evaluation import BenchmarkSet, bicubic_upscale, evaluate, score
 from ..evaluation.datasets import load_benchmark_set_reporting
+from ..imaging.io import DEFAULT_MAX_PIXELS
 from ..evaluation.compare import comparison_picture
 from ..inference import InferenceOptions, Upscaler
 from .runlog import RunLogger
@@ -32,7 +33,8 @@ def load_validation_sets(config: Config, log: RunLogger) -> list[BenchmarkSet]:
     sets = []
     for val in config.data.val:
         benchmark = load_benchmark_set_reporting(lambda message: log.warn(f"validation set {val.name}: {message}"),
-                                                 val.path, config.model.scale, name=val.name)
+                                                 val.path, config.model.scale, name=val.name,
+                                                 max_pixels=DEFAULT_MAX_PIXELS)  # as eval: a bomb is refused
         limit = config.data.val_max_images
         if limit is not None and limit < len(benchmark):
             benchmark = BenchmarkSet(benchmark.name, benchmark.root, benchmark.scale, benchmark.images[:limit])
