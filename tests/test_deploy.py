@@ -363,3 +363,17 @@ def test_two_exports_to_one_file_exactly_one_wins(deployed, tmp_path, capsys):
     stale.write_bytes(b"half an export")
     assert main(["export", str(weights), str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_onnxruntime_on_a_file_it_cannot_load_is_one_line(tmp_path):
+    bad = tmp_path / "weights-elsewhere.onnx"
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["input", "w"], ["output"])], "g",
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1024])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1024])],
+        [onnx.numpy_helper.from_array(np.zeros(1024, np.float32), "w")]))
+    onnx.save_model(model, str(bad), save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "w.bin").unlink()  # the external data is gone
+    with pytest.raises(MlkasrError, match=r"weights-elsewhere\.onnx: onnxruntime cannot load it \(.*\); if it is a "
+                                          "cached export, delete it"):
+        onnx_backend("onnxruntime", bad, threads=1)

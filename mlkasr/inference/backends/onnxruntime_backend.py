@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...deployment.optional import require
+from ...errors import MlkasrError
 from . import Backend
 
 
@@ -26,7 +27,12 @@ class OnnxRuntimeBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
         self.precision = precision  # fp32, or int8 for a quantized graph (the file decides; the name is for logs)
-        self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types: a damaged file, missing external data ...
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise MlkasrError(f"{path}: onnxruntime cannot load it ({reason}); if it is a cached export, delete "
+                              "it to export it again") from None
         first = self._session.get_inputs()[0]
         self._input = first.name
         self._dtype = np.float16 if first.type == "tensor(float16)" else np.float32
