@@ -13,7 +13,9 @@ How a page's code blocks are treated:
 A page's blocks run in order in one scratch folder per page (so a later block can use what an earlier one wrote),
 with the repository's ``datasets`` and ``configs`` linked in, as a user's clone has them. ``mlkasr`` commands run
 in this process (``mlkasr.cli.main``; no interpreter start-up per command), other commands in bash. A command
-that exits non-zero, or a snippet that raises, fails the page's test and names the block's line.
+that exits non-zero, or a snippet that raises, fails the page's test and names the block's line. As in the whole
+suite, ``mlkasr upscale`` runs with ``MLKASR_UPSCALE_BACKEND=torch`` (tests/conftest.py): the ``--backend auto``
+probe, which exports and times every backend once per model, has its own tests.
 """
 
 from __future__ import annotations
