@@ -141,18 +141,22 @@ def _ddp_step_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_ddp_reduces_once_per_step_and_matches_the_whole_batch(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_step_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    # one pass over the buckets: the first micro-batch's backward ran under no_sync
-    assert ranks[0]["reductions"] and sorted(ranks[0]["reductions"]) == sorted(set(ranks[0]["reductions"]))
-    assert all(torch.equal(ranks[0]["model"][k], ranks[1]["model"][k]) for k in ranks[0]["model"])
+    # The whole batch in one process first: this also imports what an optimiser's first construction imports
+    # (torch._dynamo, seconds), which the forked workers then inherit instead of importing twice.
     runtime = Runtime(torch.device("cpu"), Precision(None, False), False, torch.contiguous_format, False)
     single = build_parts(_config(), runtime, DistContext(), None, None)
     generator = torch.Generator().manual_seed(0)
     single.step(torch.rand(4, 3, 8, 8, generator=generator), torch.rand(4, 3, 16, 16, generator=generator))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # forked, not spawned: the workers need nothing the parent has not imported (a spawn re-imports torch twice)
+    torch.multiprocessing.start_processes(_ddp_step_worker, args=(port, str(tmp_path)), nprocs=2, join=True,
+                                          start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # one pass over the buckets: the first micro-batch's backward ran under no_sync
+    assert ranks[0]["reductions"] and sorted(ranks[0]["reductions"]) == sorted(set(ranks[0]["reductions"]))
+    assert all(torch.equal(ranks[0]["model"][k], ranks[1]["model"][k]) for k in ranks[0]["model"])
     assert _max_difference(single.raw_model.state_dict(), ranks[0]["model"]) < 1e-6
 
 

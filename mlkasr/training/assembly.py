@@ -26,9 +26,9 @@ from .losses import LossSet, build_loss_set
 from .optim import build_optimizer
 from .rng import capture_rng, restore_rng
 from .schedule import LRSchedule
-from .step import Precision, TrainStep
+from .step import Precision, TrainStep, resolve_precision
 from .warmstart import WarmStart, warm_start
-from ..models.runtime import place_model
+from ..models.runtime import memory_format_for, place_model, prefers_channels_last, prefers_compile
 
 
 class ResumeError(MlkasrError):
@@ -44,6 +44,15 @@ class Runtime:
     channels_last: bool
     memory_format: torch.memory_format
     compile: bool
+
+
+def runtime_for(config: Config, device: torch.device, compile_allowed: bool = True) -> Runtime:
+    """How ``config.train`` runs on ``device``: its choices, or the measured per-device defaults where null."""
+    t = config.train
+    channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
+    use_compile = compile_allowed and (prefers_compile(device.type) if t.compile is None else t.compile)
+    return Runtime(device, resolve_precision(t.precision, device), channels_last,
+                   memory_format_for(device.type, channels_last), use_compile)
 
 
 @dataclass

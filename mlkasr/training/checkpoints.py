@@ -120,5 +120,16 @@ def load_checkpoint(path: str | os.PathLike, require_checksum: bool = True) -> d
     return state
 
 
+def load_named_checkpoint(path: str | os.PathLike, option: str, error: type[MlkasrError]) -> dict:
+    """A checkpoint the user named with ``option`` (verified when it has a checksum file), its "path" recorded;
+    a damaged one raises ``error`` naming the option."""
+    try:
+        state = load_checkpoint(path, require_checksum=False)
+    except CheckpointCorrupt as exc:
+        raise error(f"{option} {path}: {exc}") from exc
+    state["path"] = str(path)
+    return state
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")

@@ -30,9 +30,8 @@ from ..errors import MlkasrError
 from ..evaluation import BenchmarkSet
 from ..threads import ThreadGovernor
 from ..models import save_model
-from ..models.runtime import memory_format_for, prefers_channels_last, prefers_compile
-from .assembly import ResumeError, Runtime, TrainingParts, build_parts, checkpoint_state, model_spec
-from .checkpoints import CheckpointCorrupt, CheckpointStore, load_checkpoint
+from .assembly import ResumeError, Runtime, TrainingParts, build_parts, checkpoint_state, model_spec, runtime_for
+from .checkpoints import CheckpointStore, load_named_checkpoint
 from .config_changes import Change, check_changes, config_changes, record_changes
 from .data import build_train_batches, check_data_paths
 from .distributed import DistContext, all_ranks_true, barrier, init_distributed, shutdown_distributed
@@ -43,7 +42,6 @@ from .guard import check_trained
 from .interrupt import interruption, sigterm_as_interrupt
 from .runlock import lock_run_folder
 from .runlog import BufferedLog, RunLogger
-from .step import resolve_precision
 from .validation import SetScore, load_validation_sets
 from .warmstart import check_init_weights
 
@@ -234,15 +232,13 @@ def _runtime(config: Config, device_name: str | None, ctx: DistContext, checking
             f"train.accumulate={t.accumulate}: each of the {ctx.world_size} processes' {t.batch_size // ctx.world_size} "
             f"samples (train.batch_size={t.batch_size}) must split into {t.accumulate} equal micro-batches"
         )
-    precision = resolve_precision(t.precision, device)
+    runtime = runtime_for(config, device)  # resolves train.precision: fp16 off CUDA fails here
     check_data_paths(config)
     if config.model.init_weights and not resuming:
         check_init_weights(config.model.init_weights)
     if checking_losses:
         check_loss_files(t)
-    channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
-    use_compile = prefers_compile(device.type) if t.compile is None else t.compile
-    return Runtime(device, precision, channels_last, memory_format_for(device.type, channels_last), use_compile)
+    return runtime
 
 
 def _read_inputs(config: Config, run_dir: Path, resume: str | None, allow_config_change: bool, ctx: DistContext,
@@ -288,7 +284,8 @@ def _record_start(config: Config, run_dir: Path, runtime: Runtime, ctx: DistCont
     log.info(
         f"{parts.spec.name} x{parts.spec.scale} ({n_params:,} parameters) on {runtime.device} | "
         f"{runtime.precision.name}, {'channels_last' if runtime.channels_last else 'NCHW'}"
-        f"{', compiled' if runtime.compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}, "
+        f"{', compiled' if runtime.compile else ''} | world size {ctx.world_size}, global batch {t.batch_size}"
+        f"{f' in {t.accumulate} micro-batches' if t.accumulate > 1 else ''}, "
         f"LR patch {config.data.train.patch_size} | run folder {run_dir}"
     )
     if governor is not None:
@@ -314,16 +311,11 @@ def _find_resume_state(store: CheckpointStore, resume: str | None, run_dir: Path
                 f"that run or --run-dir to start a new one"
             )
         return None
-    if resume == "auto":
-        found = store.latest_valid()
-        if found is None:
-            return None  # nothing to resume: a fresh run (the log says "resumed" only when it did)
-        path, state = found
-    else:
-        path = Path(resume)
-        try:
-            state = load_checkpoint(path, require_checksum=False)
-        except CheckpointCorrupt as exc:
-            raise ResumeError(f"--resume {resume}: {exc}") from exc
+    if resume != "auto":
+        return load_named_checkpoint(resume, "--resume", ResumeError)
+    found = store.latest_valid()
+    if found is None:
+        return None  # nothing to resume: a fresh run (the log says "resumed" only when it did)
+    path, state = found
     state["path"] = str(path)
     return state

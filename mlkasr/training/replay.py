@@ -27,13 +27,12 @@ from ..config import Config, load_config
 from ..config.loader import from_dict
 from ..errors import MlkasrError
 from ..imaging.io import write_image
-from ..models.runtime import memory_format_for, prefers_channels_last
-from .assembly import Runtime, build_parts
-from .checkpoints import CheckpointCorrupt, CheckpointStore, load_checkpoint
+from .assembly import build_parts, runtime_for
+from .checkpoints import CheckpointStore, load_named_checkpoint
 from .config_changes import CHANGES_FILE
 from .data import build_train_dataset
 from .distributed import DistContext
-from .step import StepResult, resolve_precision
+from .step import StepResult
 
 
 class ReplayError(MlkasrError):
@@ -76,7 +75,7 @@ def replay(run_dir: str | os.PathLike, iteration: int, output: str | os.PathLike
     result = ReplayResult(iteration, position, [s["key"] for s in samples], written, checkpoint_path, notes=notes)
     if state is None and iteration > 1:
         return result
-    runtime = _runtime(config, torch.device(device))
+    runtime = runtime_for(config, torch.device(device), compile_allowed=False)  # one step: not worth compiling
     parts = build_parts(config, runtime, DistContext(), None, state)
     parts.schedule.step(iteration)
     parts.step.set_iteration(iteration)
@@ -103,23 +102,11 @@ def _state_before(run_dir: Path, iteration: int, checkpoint: str | os.PathLike |
                                 "the batch is written, the step is not re-run; give one with --checkpoint"]
     else:
         path = Path(checkpoint)
-    try:
-        state = load_checkpoint(path, require_checksum=False)
-    except CheckpointCorrupt as exc:
-        raise ReplayError(f"--checkpoint {path}: {exc}") from None
+    state = load_named_checkpoint(path, "--checkpoint", ReplayError)
     if int(state["iteration"]) != iteration - 1:
         raise ReplayError(f"--checkpoint {path} holds the state after iteration {state['iteration']}; iteration "
                           f"{iteration} starts from the state after iteration {iteration - 1}")
-    state["path"] = str(path)
     return state, path, []
-
-
-def _runtime(config: Config, device: torch.device) -> Runtime:
-    """As the trainer runs on ``device``, but never compiled: one step is not worth compiling for."""
-    t = config.train
-    channels_last = prefers_channels_last(device.type) if t.channels_last is None else t.channels_last
-    return Runtime(device, resolve_precision(t.precision, device), channels_last,
-                   memory_format_for(device.type, channels_last), False)
 
 
 def _write_batch(folder: Path, iteration: int, dataset, draws: range, samples: list[dict],
