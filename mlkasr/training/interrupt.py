@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MlkasrError
+from .checkpoints import checkpoint_iteration
 
 if TYPE_CHECKING:
     from .milestones import Milestones
@@ -71,5 +72,5 @@ def interruption(exc: KeyboardInterrupt, milestones: Milestones | None) -> RunIn
 
 
 def _iteration_of(checkpoint: Path) -> int:
-    digits = "".join(ch for ch in checkpoint.stem if ch.isdigit())
-    return int(digits) if digits else 0
+    """The iteration in an ``iter_N.pth`` name (0 for a checkpoint named otherwise, e.g. a ``--resume PATH``)."""
+    return checkpoint_iteration(checkpoint) or 0
