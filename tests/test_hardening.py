@@ -347,3 +347,10 @@ def test_read_image_refuses_by_header_before_decoding(tmp_path):
     bomb = _bomb_png(tmp_path / "b.png", 50_000, 50_000)
     with pytest.raises(ImageTooLargeError, match="the header says 50000x50000"):
         read_image(bomb, max_pixels=40_000_000)
+
+
+def test_a_reader_that_goes_away_is_no_traceback():
+    """`mlkasr info NAME | head -1` printed a BrokenPipeError traceback."""
+    done = subprocess.run("mlkasr info man-tiny_x4 | head -1", shell=True, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.startswith("model") and done.stderr == ""

@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mlkasr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (mlkasr info | head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
     finally:
         if saved_threads is not None:
             torch.set_num_threads(saved_threads)
