@@ -44,8 +44,8 @@ def _make_config(val_set, *overrides: str):
 
 
 def test_ssim_on_a_named_set_chooses_best_pth_and_a_changed_choice_restarts_the_comparison(make_config, tmp_path):
-    result = train(make_config("train.best_metric=ssim", "train.best_set=other", "train.iterations=3"), tmp_path / "run",
-                   device="cpu")
+    config = make_config("train.best_metric=ssim", "train.best_set=other", "train.iterations=3")
+    result = train(config, tmp_path / "run", device="cpu")
     log = (tmp_path / "run" / "train.log").read_text()
     ssims = {int(m[1]): float(m[2]) for m in re.finditer(r"val other\s+iter\s+(\d+) \| PSNR \S+ dB \| SSIM (\S+)", log)}
     assert sorted(ssims) == [1, 2, 3] and "new best other SSIM" in log and "new best first" not in log

@@ -50,7 +50,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def _logged_losses(run_dir: Path) -> dict[int, str]:
-    return {int(m[1]): m[2] for m in re.finditer(r"iter\s+(\d+)/\d+ \| loss (\S+)", (run_dir / "train.log").read_text())}
+    log = (run_dir / "train.log").read_text()
+    return {int(m[1]): m[2] for m in re.finditer(r"iter\s+(\d+)/\d+ \| loss (\S+)", log)}
 
 
 @pytest.mark.parametrize("iteration", [1, 3])
@@ -106,6 +107,8 @@ def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys):
     ckpt = run_dir / "checkpoints" / "iter_00000001.pth"
     for argv, message in (
         ([str(run_dir), "--iteration", "0"], "--iteration must be at least 1"),
+        *([([str(run_dir), "--iteration", "2", "--device", "cuda"], "CUDA is not available")]
+          if not torch.cuda.is_available() else []),
         ([str(tmp_path), "--iteration", "2"], "not a run folder (no config.yaml)"),
         ([str(run_dir), "--iteration", "3", "--checkpoint", str(ckpt)], "holds the state after iteration 1; "
                                                                           "iteration 3 starts from the state after "

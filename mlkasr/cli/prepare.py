@@ -27,8 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
         sub.add_argument("--size", type=int, default=480, help="sub-image size (default 480)")
         sub.add_argument("--step", type=int, default=240, help="sub-image step (default 240)")
-        sub.add_argument("--reuse", action="store_true", help="keep outputs of an earlier (interrupted) run and do the rest")
-        sub.add_argument("--delete-subimages", action="store_true", help="delete the sub-image folders once the LMDBs check out")
+        sub.add_argument("--reuse", action="store_true",
+                         help="keep outputs of an earlier (interrupted) run and do the rest")
+        sub.add_argument("--delete-subimages", action="store_true",
+                         help="delete the sub-image folders once the LMDBs check out")
         png_level(sub)
         common(sub)
 
@@ -69,11 +71,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--output", required=True, help="folder for the sub-images and LMDBs")
     recipe_options(sub)
 
-    sub = steps.add_parser("df2k", help="DF2K (DIV2K + Flickr2K): the DIV2K recipe on both, LMDBs for data.train.sources")
+    sub = steps.add_parser("df2k",
+                           help="DF2K (DIV2K + Flickr2K): the DIV2K recipe on both, LMDBs for data.train.sources")
     sub.add_argument("--div2k", required=True, help="DIV2K's HR folder, e.g. DIV2K_train_HR")
     sub.add_argument("--flickr2k", required=True, help="Flickr2K's HR folder, e.g. Flickr2K/Flickr2K_HR")
-    sub.add_argument("--div2k-lr-root", help="DIV2K's official LR root (default: the sibling DIV2K_train_LR_bicubic)")
-    sub.add_argument("--flickr2k-lr-root", help="Flickr2K's official LR root (default: the sibling Flickr2K_LR_bicubic)")
+    sub.add_argument("--div2k-lr-root", help="DIV2K's official LR root (default: its sibling DIV2K_train_LR_bicubic)")
+    sub.add_argument("--flickr2k-lr-root", help="Flickr2K's official LR root (default: its sibling Flickr2K_LR_bicubic)")
     sub.add_argument("--output", required=True, help="folder for DIV2K/ and Flickr2K/ (sub-images and LMDBs)")
     recipe_options(sub)
 

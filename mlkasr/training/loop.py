@@ -229,8 +229,9 @@ def _runtime(config: Config, device_name: str | None, ctx: DistContext, checking
         )
     if t.batch_size // ctx.world_size % t.accumulate:
         raise MlkasrError(
-            f"train.accumulate={t.accumulate}: each of the {ctx.world_size} processes' {t.batch_size // ctx.world_size} "
-            f"samples (train.batch_size={t.batch_size}) must split into {t.accumulate} equal micro-batches"
+            f"train.accumulate={t.accumulate}: each of the {ctx.world_size} processes' "
+            f"{t.batch_size // ctx.world_size} samples (train.batch_size={t.batch_size}) must split into "
+            f"{t.accumulate} equal micro-batches"
         )
     runtime = runtime_for(config, device)  # resolves train.precision: fp16 off CUDA fails here
     check_data_paths(config)

@@ -32,6 +32,7 @@ from .checkpoints import CheckpointStore, load_named_checkpoint
 from .config_changes import CHANGES_FILE
 from .data import build_train_dataset
 from .distributed import DistContext
+from .loop import resolve_device
 from .step import StepResult
 
 
@@ -51,16 +52,18 @@ class ReplayResult:
 
 
 def replay(run_dir: str | os.PathLike, iteration: int, output: str | os.PathLike,
-           checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> ReplayResult:
+           checkpoint: str | os.PathLike | None = None, device: str | None = "cpu") -> ReplayResult:
     """Write iteration ``iteration``'s LR/HR batch into ``output`` as PNGs (16-bit when the data is) with a
     ``batch.json`` of its draws, and re-run the step from the state before it when there is one."""
     run_dir = Path(run_dir)
     if iteration < 1:
         raise ReplayError(f"--iteration must be at least 1 (the first step is iteration 1), got {iteration}")
     state, checkpoint_path, notes = _state_before(run_dir, iteration, checkpoint)
+    device = resolve_device(device)  # an unavailable CUDA is refused before any file is written
     if state is not None:
         # What the run trained with at that point (a resume may have changed the config since config.yaml).
-        config = from_dict(Config, state["config"], source=f"{checkpoint_path} config")
+        saved = state.get("config")
+        config = _run_config(run_dir) if saved is None else from_dict(Config, saved, source=f"{checkpoint_path} config")
         position = int(state["data_position"])
     else:
         config = _run_config(run_dir)
@@ -75,7 +78,7 @@ def replay(run_dir: str | os.PathLike, iteration: int, output: str | os.PathLike
     result = ReplayResult(iteration, position, [s["key"] for s in samples], written, checkpoint_path, notes=notes)
     if state is None and iteration > 1:
         return result
-    runtime = runtime_for(config, torch.device(device), compile_allowed=False)  # one step: not worth compiling
+    runtime = runtime_for(config, device, compile_allowed=False)  # one step: not worth compiling
     parts = build_parts(config, runtime, DistContext(), None, state)
     parts.schedule.step(iteration)
     parts.step.set_iteration(iteration)
