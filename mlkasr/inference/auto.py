@@ -177,8 +177,8 @@ def candidates(device_type: str, precision: str, flags: tuple[str, ...]) -> tupl
     return chosen, skipped
 
 
-def probe_key(model: nn.Module, device_type: str, precision: str, flags: tuple[str, ...]) -> str:
-    """Same key = same choice: the weights, the machine, the threads, the libraries and the probe's rules."""
+def probe_key(model: nn.Module, device_type: str, pairs: list[tuple[str, str]], flags: tuple[str, ...]) -> str:
+    """Same key = same choice: the weights, the machine, the threads, the libraries, the candidates and the rules."""
     from ..deployment.onnx_export import weights_digest
 
     versions = [f"torch {torch.__version__}", f"mlkasr {__version__}"]
@@ -189,7 +189,7 @@ def probe_key(model: nn.Module, device_type: str, precision: str, flags: tuple[s
         except ImportError:
             versions.append(f"{name} -")
     parts = [weights_digest(model), device_type, cpu_name(), ",".join(flags), f"threads {torch.get_num_threads()}",
-             precision, f"gate {GATE_MEAN_DB}/{GATE_WORST_DB}", f"probe {PROBE_FORMAT} {PROBE_TILE}", *versions]
+             ",".join(f"{b} {p}" for b, p in pairs), f"gate {GATE_MEAN_DB}/{GATE_WORST_DB}", f"probe {PROBE_FORMAT} {PROBE_TILE}", *versions]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
@@ -258,7 +258,7 @@ def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoCho
     pairs, rejected = candidates(device_type, options.precision, flags)
     if len(pairs) == 1:
         return AutoChoice(*pairs[0], rejected=rejected)
-    key = probe_key(model, device_type, options.precision, flags)
+    key = probe_key(model, device_type, pairs, flags)
     path = _choice_path(model, key)
     cached = _read_cached(path)
     if cached is not None:
