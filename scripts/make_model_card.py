@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import re
 import sys
 from datetime import datetime
@@ -26,6 +25,7 @@ import mlkasr
 from mlkasr.evaluation import evaluate, load_benchmark_set
 from mlkasr.evaluation.degrade import parse_degradation
 from mlkasr.inference import Upscaler
+from mlkasr.inference.auto import cpu_name
 from mlkasr.weights import WEIGHTS_DIR, ModelCard, Score
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
@@ -73,16 +73,6 @@ def final_weights(run_dir: Path):
     model = mlkasr.models.MAN(spec_from_dict(state["spec"], source=newest))
     model.load_state_dict(state["model"])
     return model.eval()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def degraded_scores(upscaler: Upscaler, args: argparse.Namespace) -> dict[str, dict[str, Score]]:
