@@ -60,12 +60,14 @@ def write_atomic(path: str | os.PathLike, data: bytes, tag: str = ".part", pause
     """Write ``data`` to a temporary beside ``path`` (its folder made if needed), fsync it, rename it over
     ``path``: there is never half a file under the name.
 
-    A full disk or an I/O error raises ``OutputWriteError`` naming the file and the cause (exit 1), and leaves
-    neither a truncated ``path`` nor the temporary. ``sync_folder``: fsync the folder too, so that the rename
-    survives a power loss (checkpoints). ``pause``: seconds to sleep with half the data written (a crash-test hook).
+    Temporaries of ``path`` left by killed processes are removed first. A full disk or an I/O error raises
+    ``OutputWriteError`` naming the file and the cause (exit 1), and leaves neither a truncated ``path`` nor the
+    temporary. ``sync_folder``: fsync the folder too, so that the rename survives a power loss (checkpoints).
+    ``pause``: seconds to sleep with half the data written (a crash-test hook).
     """
     path = Path(path)
     temporary = temporary_path(path, tag)
+    remove_dead_temporaries(path)  # what a killed writer of this file left: every command that writes cleans up
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as f:  # Python's open() follows the umask (safetensors' own writer makes 0600)

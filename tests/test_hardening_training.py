@@ -353,3 +353,22 @@ def test_a_lock_held_after_its_trainer_died_says_so_instead_of_naming_it_as_runn
                                                 r"started \(loader workers\) still hold its lock"):
             RunLock.acquire(run_dir)
     RunLock.acquire(run_dir).release()  # free once they are gone
+
+
+def test_every_atomic_write_removes_what_a_killed_writer_of_that_file_left(tmp_path):
+    from mlkasr.imaging.io import write_image
+    from mlkasr.models import build_model, save_model
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for target in (tmp_path / "x.png", tmp_path / "model.safetensors"):
+        stale = target.with_name(f".{target.name}.part{dead.pid}")
+        stale_tmp = target.with_name(f".{target.name}.tmp{dead.pid}")
+        live = target.with_name(f".{target.name}.part{os.getppid()}")  # another writer at work: left alone
+        for leftover in (stale, stale_tmp, live):
+            leftover.write_bytes(b"half")
+        if target.suffix == ".png":
+            write_image(target, np.zeros((4, 4, 3), np.uint8))
+        else:
+            save_model(build_model("man-tiny", 2), target)
+        assert target.is_file() and live.exists() and not stale.exists() and not stale_tmp.exists()

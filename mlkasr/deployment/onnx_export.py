@@ -304,7 +304,6 @@ def cached_onnx(model: MAN, log: Log = _stderr) -> Path:
     """
     folder = cache_dir()
     path = folder / f"{model.spec.name}_x{model.scale}-{cache_key(model)}.onnx"
-    remove_dead_temporaries(path)  # a killed export's .part file: nobody's output, just space
     if path.is_file():
         problem = cache_entry_problem(path)
         if problem is None:

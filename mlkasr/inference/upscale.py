@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from ..errors import MlkasrError, one_line
-from ..temporaries import remove_dead_temporaries
 from ..paths import InputFiles, NamedPath, check_output_folder, display_path, file_problem, same_file, special_file_problem
 from ..imaging.io import (
     DEFAULT_MAX_PIXELS,
@@ -283,7 +282,6 @@ def _process(
         log(f"warning: {note}")
     try:
         result = _upscale_array(engine, image, src, progress, log)
-        remove_dead_temporaries(out)  # a killed run's .name.partPID files
         write_image(out, result)
     except MlkasrError as exc:
         return FileResult(src, out, "failed", str(exc))
