@@ -4,6 +4,10 @@ Kept apart from the loop so that the numerics (autocast, GradScaler, clipping, t
 live in one short function that tests can drive directly. With a gan loss term the step also owns the
 discriminator's update (``adversarial.Adversary``): the loop sees the second network only through
 ``state_dict()`` / ``load_state_dict()`` and ``set_iteration()``.
+
+With ``accumulate = K`` (``train.accumulate``) the batch runs as K equal micro-batches whose gradients add up (each
+loss counted 1/K) before the one clip, verdict, update and EMA step: the whole batch's update, as long as every
+loss term is a mean over the batch (the built-in ones are; a custom ``loss_fn`` that sums would count K times less).
 """
 
 from __future__ import annotations
