@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import yaml
@@ -11,8 +12,13 @@ import yaml
 from conftest import REPO_ROOT
 from mlkasr import docs_gen
 
-CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
-SCHEMA_LINE = "# yaml-language-server: $schema=../docs/reference/config.schema.json"
+# configs/zoo/ holds the shipped models' own recipes, read by running jobs: left as they are
+CONFIGS = sorted(p for p in (REPO_ROOT / "configs").rglob("*.yaml") if "zoo" not in p.relative_to(REPO_ROOT).parts)
+SCHEMA = REPO_ROOT / "docs" / "reference" / "config.schema.json"
+
+
+def _schema_line(config) -> str:
+    return f"# yaml-language-server: $schema={os.path.relpath(SCHEMA, config.parent)}"
 
 
 def test_generated_files_are_current():
@@ -64,7 +70,7 @@ def test_every_shipped_config_names_the_schema_and_validates():
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     for path in CONFIGS:
-        assert path.read_text().splitlines()[0] == SCHEMA_LINE, path
+        assert path.read_text().splitlines()[0] == _schema_line(path), path
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
         assert not errors, (path, errors[0].message)
     # the schema refuses what the loader refuses
