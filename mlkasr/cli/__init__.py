@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..errors import MlkasrError, one_line
+from ..processes import Terminated, sigterm_as_interrupt
 
 COMMANDS = ("info", "eval", "prepare", "train", "replay", "upscale", "bench", "export", "lam", "card")
 
@@ -141,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     torch = sys.modules.get("torch")  # a command's thread choice must not outlive it inside a longer process
     saved_threads = torch.get_num_threads() if torch is not None else None
     try:
-        return int(args.run(args) or 0)
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: partial outputs removed, workers stopped
+            return int(args.run(args) or 0)
     except MlkasrError as exc:
         print(f"mlkasr {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"mlkasr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"mlkasr {args.command}: interrupted{' by SIGTERM' if terminated else ''}", file=sys.stderr)
+        return 143 if terminated else 130  # 128 + the signal, what a shell reports
     except BrokenPipeError:  # the reader went away (mlkasr info | head): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again
         return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it

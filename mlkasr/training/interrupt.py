@@ -8,22 +8,15 @@ whether it holds the iteration reached (``--resume auto`` continues from it).
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MlkasrError
+from ..processes import Terminated
 from .checkpoints import checkpoint_iteration
 
 if TYPE_CHECKING:
     from .milestones import Milestones
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as if Ctrl-C had been pressed."""
 
 
 class RunInterrupted(MlkasrError, KeyboardInterrupt):
@@ -32,23 +25,6 @@ class RunInterrupted(MlkasrError, KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
-    raise Terminated()
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``Terminated`` (only the main thread can install handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def interruption(exc: KeyboardInterrupt, milestones: Milestones | None) -> RunInterrupted:

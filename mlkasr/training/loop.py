@@ -30,6 +30,7 @@ from ..errors import MlkasrError
 from ..evaluation import BenchmarkSet
 from ..threads import ThreadGovernor
 from ..models import save_model
+from ..processes import sigterm_as_interrupt
 from .assembly import ResumeError, Runtime, TrainingParts, build_parts, checkpoint_state, model_spec, runtime_for
 from .checkpoints import CheckpointStore, load_named_checkpoint
 from .config_changes import Change, check_changes, config_changes, record_changes
@@ -39,7 +40,7 @@ from .logwindow import LogWindow
 from .losses import check_loss_files
 from .milestones import BestScore, Milestones
 from .guard import check_trained
-from .interrupt import interruption, sigterm_as_interrupt
+from .interrupt import interruption
 from .runlock import lock_run_folder
 from .runlog import BufferedLog, RunLogger
 from .validation import SetScore, load_validation_sets
