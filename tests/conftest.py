@@ -25,6 +25,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def dead_pid() -> int:
+    """A PID that no process has: a finished, reaped child's (PIDs are not reused that quickly)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc: Linux only)."""
     found = []

@@ -18,7 +18,7 @@ import torch
 
 import onnx  # the deploy packages are in [dev]: imported, not skipped, so an environment without them fails
 
-from conftest import REPO_ROOT, randomize_parameters
+from conftest import REPO_ROOT, dead_pid, randomize_parameters
 from mlkasr.cli import BACKEND_CHOICES, main
 from mlkasr.deployment import onnx_export
 from mlkasr.deployment.onnx_export import FP16_TOLERANCE, FP32_TOLERANCE, cached_onnx, read_metadata, weights_digest
@@ -293,14 +293,6 @@ def test_bench_rows_for_the_onnx_paths(deployed, monkeypatch, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- hardening
 
 
-def _dead_pid() -> int:
-    import subprocess
-
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
-
-
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "external data"])
 def test_a_broken_cache_entry_is_exported_again(deployed, tmp_path, damage):
     _, model, path = deployed
@@ -314,7 +306,7 @@ def test_a_broken_cache_entry_is_exported_again(deployed, tmp_path, damage):
         else:  # weights moved out to a side file: a runtime would read (or miss) a file beside the cache entry
             onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="side.bin",
                             size_threshold=0)
-        stale = path.with_name(f".{path.name}.part{_dead_pid()}")
+        stale = path.with_name(f".{path.name}.part{dead_pid()}")
         stale.write_bytes(b"half")
         assert cached_onnx(model, log=messages.append) == path
         assert "exporting it again" in messages[0] and str(path) in messages[0]
@@ -358,8 +350,8 @@ def test_two_exports_to_one_file_exactly_one_wins(deployed, tmp_path, capsys):
     assert f"another mlkasr export (PID {os.getppid()}) is writing it" in err and err.count("\n") == 2  # header + error
     assert not out.exists() and claim.exists()
     # a claim and a temporary left by a killed export are taken over / removed by the next export
-    claim.write_text(f"{_dead_pid()}\n")
-    stale = tmp_path / f".m.onnx.part{_dead_pid()}"
+    claim.write_text(f"{dead_pid()}\n")
+    stale = tmp_path / f".m.onnx.part{dead_pid()}"
     stale.write_bytes(b"half an export")
     assert main(["export", str(weights), str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

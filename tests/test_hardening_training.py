@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import child_pids, process_running
+from conftest import child_pids, dead_pid, process_running
 from mlkasr.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,14 +342,13 @@ def test_a_lock_held_after_its_trainer_died_says_so_instead_of_naming_it_as_runn
 
     from mlkasr.training.runlock import RunFolderBusy, RunLock
 
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    dead = dead_pid()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "train.lock").write_text(f"{dead.pid}\n")
+    (run_dir / "train.lock").write_text(f"{dead}\n")
     with open(run_dir / "train.lock") as held:  # as a worker that outlived its trainer would hold it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RunFolderBusy, match=rf"the training run PID {dead.pid} has ended, but processes it "
+        with pytest.raises(RunFolderBusy, match=rf"the training run PID {dead} has ended, but processes it "
                                                 r"started \(loader workers\) still hold its lock"):
             RunLock.acquire(run_dir)
     RunLock.acquire(run_dir).release()  # free once they are gone
@@ -359,11 +358,10 @@ def test_every_atomic_write_removes_what_a_killed_writer_of_that_file_left(tmp_p
     from mlkasr.imaging.io import write_image
     from mlkasr.models import build_model, save_model
 
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    dead = dead_pid()
     for target in (tmp_path / "x.png", tmp_path / "model.safetensors"):
-        stale = target.with_name(f".{target.name}.part{dead.pid}")
-        stale_tmp = target.with_name(f".{target.name}.tmp{dead.pid}")
+        stale = target.with_name(f".{target.name}.part{dead}")
+        stale_tmp = target.with_name(f".{target.name}.tmp{dead}")
         live = target.with_name(f".{target.name}.part{os.getppid()}")  # another writer at work: left alone
         for leftover in (stale, stale_tmp, live):
             leftover.write_bytes(b"half")

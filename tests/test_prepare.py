@@ -15,7 +15,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from conftest import child_pids, process_running, shared_path
+from conftest import child_pids, dead_pid, process_running, shared_path
 from mlkasr.cli import main
 from mlkasr.data import (
     DataError,
@@ -391,12 +391,6 @@ def test_an_lmdb_whose_target_appears_meanwhile_leaves_no_partial(tmp_path):
 # -- killed runs, and outputs that would destroy inputs --------------------------------------------------------------
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid  # reaped: no process has it now (pids are not reused that quickly)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path, capsys):
     hr = tmp_path / "hr"
@@ -436,7 +430,7 @@ def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path
 def test_dead_partials_are_removed_by_lmdb_builds_and_div2k_reuse(tmp_path):
     folder = tmp_path / "in"
     write_image(folder / "a.png", textured(8, 8))
-    dead = tmp_path / f"out.lmdb.partial-{_dead_pid()}"
+    dead = tmp_path / f"out.lmdb.partial-{dead_pid()}"
     live = tmp_path / f"out.lmdb.partial-{os.getppid()}"
     for partial in (dead, live):
         partial.mkdir()
@@ -449,7 +443,7 @@ def test_dead_partials_are_removed_by_lmdb_builds_and_div2k_reuse(tmp_path):
     for i in range(2):
         write_image(hr / f"{i:04d}.png", textured(48, 48, seed=i))
     prepare_div2k(hr, tmp_path / "prepared", [2], size=24, step=24, workers=1, progress=False)
-    stale = tmp_path / "prepared" / f"DIV2K_train_HR_sub.lmdb.partial-{_dead_pid()}"
+    stale = tmp_path / "prepared" / f"DIV2K_train_HR_sub.lmdb.partial-{dead_pid()}"
     stale.mkdir()
     with pytest.warns(UserWarning, match="DIV2K_train_HR_sub.lmdb.partial-"):
         report = prepare_div2k(hr, tmp_path / "prepared", [2], size=24, step=24, reuse=True, workers=1, progress=False)
@@ -490,7 +484,7 @@ def test_overwrite_never_replaces_the_input_itself(tmp_path, capsys):
 def test_a_build_killed_while_replacing_its_output_loses_nothing(tmp_path):
     from mlkasr.data.staging import remove_dead_partials
 
-    pid = _dead_pid()
+    pid = dead_pid()
     final = tmp_path / "x.lmdb"
     (tmp_path / f"x.lmdb.replaced-{pid}").mkdir()  # killed between the two renames of publish()
     (tmp_path / f"x.lmdb.replaced-{pid}" / "data.mdb").write_text("previous")
@@ -507,7 +501,7 @@ def test_a_rerun_for_fewer_scales_removes_the_partials_of_the_others(tmp_path, c
     """A killed ``prepare lr --scale 2 3 4`` rerun with ``--scale 2``: the X3/X4 partials go too, not only X2's."""
     hr = tmp_path / "hr"
     write_image(hr / "a.png", textured(24, 24))
-    pid = _dead_pid()
+    pid = dead_pid()
     for scale in (2, 3, 4):
         (tmp_path / "lr" / f"X{scale}.partial-{pid}").mkdir(parents=True)
     live = tmp_path / "lr" / f"X4.partial-{os.getppid()}"  # a build in progress elsewhere: left alone

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import dead_pid
 from mlkasr.cli import main
 from mlkasr.imaging.io import read_image, read_image_size, write_image
 from mlkasr.inference import InferenceOptions, Upscaler
@@ -124,7 +125,7 @@ def test_rerun_after_interruption_completes_the_rest(model_path, mixed, tmp_path
     (out / "rgb_x2.png").unlink()
     kept = read_image(out / "gray_x2.png")
     (out / "sub" / "deep_gray_x2.png").unlink()
-    stray = out / f".rgb_x2.png.part{_dead_pid()}"
+    stray = out / f".rgb_x2.png.part{dead_pid()}"
     stray.write_bytes(b"\x89PNG truncated")
     os.utime(out / "gray_x2.png", (1, 1))
     second = upscale_path(upscaler, folder, out, UpscaleSettings(recursive=True), log=lambda _m: None)
@@ -134,18 +135,6 @@ def test_rerun_after_interruption_completes_the_rest(model_path, mixed, tmp_path
     assert not stray.exists()
     assert read_image(out / "rgb_x2.png").shape == (40, 60, 3)
     assert np.array_equal(read_image(out / "gray_x2.png"), kept) and os.stat(out / "gray_x2.png").st_mtime == 1
-
-
-def _dead_pid() -> int:
-    pid = 999_999
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            pass
-        pid -= 1
 
 
 def test_decompression_bomb_is_refused_from_the_header(model_path, tmp_path, capsys):
