@@ -476,8 +476,10 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if origin is list:
-        item = _type_name(typing.get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
-        return f"a list of {item}s"
+        item = _type_name(typing.get_args(tp)[0])
+        if item.startswith("one of "):  # "a list of one of a, bs" misreads: name the choices apart
+            return f"a list of items, each {item}"
+        return f"a list of {item.removeprefix('an ').removeprefix('a ')}s"
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return "a mapping"
     return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
