@@ -29,7 +29,7 @@ NO_EFFECT = ("name", "logging.", "data.train.num_workers", "data.train.cache_ima
 
 
 # Keys that set the shape of a network the checkpoint holds (with a gan term: the discriminator): its weights
-# cannot be loaded into another shape, so no flag can accept the change.
+# cannot be loaded into another shape, so no flag can accept the change (unless the new config drops the term).
 SHAPE_KEYS = ("train.discriminator.num_feat",)
 
 
@@ -67,7 +67,7 @@ def config_changes(saved: dict | None, config: Config) -> list[Change]:
             if key == "train.iterations" and not cosine:
                 free = True
             changes.append(Change(key, old.get(key), new.get(key), affects_weights=not free,
-                                  loadable=not (key in SHAPE_KEYS and _has_gan_term(old))))
+                                  loadable=not (key in SHAPE_KEYS and _has_gan_term(old) and _has_gan_term(new))))
     return changes
 
 
