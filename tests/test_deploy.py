@@ -366,6 +366,7 @@ def test_onnxruntime_on_a_file_it_cannot_load_is_one_line(tmp_path):
         [onnx.numpy_helper.from_array(np.zeros(1024, np.float32), "w")]))
     onnx.save_model(model, str(bad), save_as_external_data=True, location="w.bin", size_threshold=0)
     (tmp_path / "w.bin").unlink()  # the external data is gone
-    with pytest.raises(MlkasrError, match=r"weights-elsewhere\.onnx: onnxruntime cannot load it \(.*\); if it is a "
-                                          "cached export, delete it"):
-        onnx_backend("onnxruntime", bad, threads=1)
+    for runtime, name in (("onnxruntime", "onnxruntime"), ("openvino", "OpenVINO")):
+        with pytest.raises(MlkasrError, match=rf"weights-elsewhere\.onnx: {name} cannot load it \(.*\); if it is a "
+                                              "cached export, delete it"):
+            onnx_backend(runtime, bad, threads=1)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...deployment.optional import require
+from ...errors import MlkasrError
 from . import Backend
 
 STATIC_SHAPES_KEPT = 8  # compiled static-shape graphs kept per backend (each holds its own buffers)
@@ -37,7 +38,12 @@ class OpenVinoBackend(Backend):
         self.threads = threads
         self.precision = precision
         self._path = os.fspath(path)
-        dynamic = self._core.compile_model(self._core.read_model(self._path), "CPU", self._config)
+        try:
+            dynamic = self._core.compile_model(self._core.read_model(self._path), "CPU", self._config)
+        except Exception as exc:  # OpenVINO's own error types: a damaged file, missing external data ...
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise MlkasrError(f"{path}: OpenVINO cannot load it ({reason[:200]}); if it is a cached export, delete "
+                              "it to export it again") from None
         self._dynamic = dynamic.create_infer_request()
         self._dtype = np.float16 if dynamic.input(0).get_element_type() == self._ov.Type.f16 else np.float32
         self._static: OrderedDict[tuple[int, ...], object] = OrderedDict()
