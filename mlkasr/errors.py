@@ -22,3 +22,9 @@ def one_line(message: str) -> str:
     """``message`` with newlines and other control characters escaped (``\\n``), so that a file name holding them
     cannot break or forge the lines of a command's output."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name: torch's and the runtimes' messages
+    run over many lines (with advice that does not apply here), the first one says what went wrong."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from ..errors import MlkasrError
+from ..errors import MlkasrError, first_line
 from ..temporaries import write_atomic
 from ..paths import file_problem
 from ..weights import resolve_weights
@@ -142,7 +142,7 @@ def _torch_load(path: Path) -> object:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from exc
         found = re.search(r"(?:unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(exc), re.IGNORECASE)
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled objects other than tensors and plain containers"
@@ -151,14 +151,9 @@ def _torch_load(path: Path) -> object:
         ) from None
     except Exception as exc:  # a damaged archive or pickle: RuntimeError, EOFError, KeyError, ValueError ...
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
+                              f"{first_line(exc)})") from None
     _check_element_budget((tensor.numel() for tensor in _tensors_in(checkpoint)), path)
     return checkpoint
-
-
-def _first_line(exc: Exception) -> str:
-    """torch's messages run over many lines (with advice that does not apply here): the first one says what."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _check_archive_size(path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ...errors import MlkasrError
+from ...errors import MlkasrError, first_line
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 ONNX_BACKENDS = ("onnxruntime", "openvino")
@@ -42,6 +42,12 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return self.name
+
+
+def cannot_load(path: str | os.PathLike, runtime: str, exc: BaseException) -> MlkasrError:
+    """A runtime's refusal of an ONNX file (damaged, external data missing ...) as one line naming the file."""
+    return MlkasrError(f"{path}: {runtime} cannot load it ({first_line(exc)[:200]}); if it is a cached export, "
+                       "delete it to export it again")
 
 
 def onnx_backend(name: str, path: str | os.PathLike, threads: int | None = None, precision: str = "fp32") -> Backend:

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from ...deployment.optional import require
-from ...errors import MlkasrError
-from . import Backend
+from . import Backend, cannot_load
 
 
 class OnnxRuntimeBackend(Backend):
@@ -30,9 +29,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own error types: a damaged file, missing external data ...
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise MlkasrError(f"{path}: onnxruntime cannot load it ({reason}); if it is a cached export, delete "
-                              "it to export it again") from None
+            raise cannot_load(path, "onnxruntime", exc) from None
         first = self._session.get_inputs()[0]
         self._input = first.name
         self._dtype = np.float16 if first.type == "tensor(float16)" else np.float32

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from ...deployment.optional import require
-from ...errors import MlkasrError
-from . import Backend
+from . import Backend, cannot_load
 
 STATIC_SHAPES_KEPT = 8  # compiled static-shape graphs kept per backend (each holds its own buffers)
 MAX_STATIC_COMPILES = 32  # beyond this many compilations in one run, new shapes use the dynamic graph
@@ -41,9 +40,7 @@ class OpenVinoBackend(Backend):
         try:
             dynamic = self._core.compile_model(self._core.read_model(self._path), "CPU", self._config)
         except Exception as exc:  # OpenVINO's own error types: a damaged file, missing external data ...
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise MlkasrError(f"{path}: OpenVINO cannot load it ({reason[:200]}); if it is a cached export, delete "
-                              "it to export it again") from None
+            raise cannot_load(path, "OpenVINO", exc) from None
         self._dynamic = dynamic.create_infer_request()
         self._dtype = np.float16 if dynamic.input(0).get_element_type() == self._ov.Type.f16 else np.float32
         self._static: OrderedDict[tuple[int, ...], object] = OrderedDict()
