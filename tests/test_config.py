@@ -175,11 +175,12 @@ def test_duplicate_keys_in_set_values_and_a_key_set_twice():
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "zoo").glob("*.yaml")), ids=lambda p: p.name)
 def test_zoo_configs_load_and_name_what_they_make(path):
     c = load_config(path)
-    real = c.data.train.degradation is not None  # man-tiny_x4_real: the clean x4 fine-tuned on degraded LR
+    sources = c.data.train.sources or [c.data.train]  # the single form, or a list of sources
+    real = any(source.degradation is not None for source in sources)  # the clean x4 trained on degraded LR
     long = path.stem.endswith("-long")  # the longer runs that carry on across working days
     expected = f"{c.model.name}_x{c.model.scale}{'_real' if real else ''}{'-long' if long else ''}.yaml"
     assert expected == path.name and c.name == f"zoo-{path.stem}"
-    assert c.data.train.hr == "datasets/train291" and c.data.val[0].path == "datasets/samples/Set5"
+    assert {source.hr for source in sources} == {"datasets/train291"} and c.data.val[0].path == "datasets/samples/Set5"
     # x3 starts from the shipped x2 body, the real-world x4 from the shipped clean x4
     assert c.model.init_weights == "man-tiny_x4" if real else c.model.init_weights in (None, "man-tiny_x2")
 
