@@ -2,7 +2,7 @@
 model exported with exit 0, loader workers that die with the trainer, one export per file, and one-line errors
 (never a traceback) for broken weights, caches, images and full disks.
 
-Real CLI calls on tiny generated data (man-tiny x2, LR patches of 12 px, batch 2) and the embedded samples.
+Real CLI calls on tiny generated data (man-tiny x2, LR patches of 12 px, batch 2).
 """
 
 from __future__ import annotations
@@ -14,25 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
 
 from conftest import child_pids, dead_pid, process_running
+from test_train import _write_images  # smooth random textures: something learnable
 from mlkasr.cli import main as cli_main
-
-REPO = Path(__file__).resolve().parents[1]
-T91 = REPO / "datasets" / "samples" / "T91"
-
-
-def _write_images(folder: Path, count: int, size: int, seed: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        small = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8)
-        cv2.imwrite(str(folder / f"img{i:03d}.png"), cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -372,30 +360,3 @@ def test_every_atomic_write_removes_what_a_killed_writer_of_that_file_left(tmp_p
         else:
             save_model(build_model("man-tiny", 2), target)
         assert target.is_file() and live.exists() and not stale.exists() and not stale_tmp.exists()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_of_any_command_unwinds_like_ctrl_c(tmp_path):
-    """prepare here: its partial output is removed and its worker pool stopped, instead of both being left."""
-    from mlkasr.imaging.io import write_image
-
-    hr = tmp_path / "hr"
-    ramp = (np.add.outer(np.arange(600), np.arange(600)) % 256).astype(np.uint8)
-    for i in range(8):  # MATLAB-bicubic x2 + x3 of 600x600: a few seconds of work for 2 workers
-        write_image(hr / f"{i:02d}.png", np.dstack([ramp, ramp.T, np.roll(ramp, i, 0)]))
-    process = subprocess.Popen([sys.executable, "-m", "mlkasr", "prepare", "lr", "--input", str(hr), "--output",
-                                str(tmp_path / "lr"), "--scale", "2", "3", "--workers", "2", "--quiet"],
-                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while not (list((tmp_path / "lr").glob("X2.partial-*")) and len(child_pids(process.pid)) >= 2):
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "the workers did not start"
-        time.sleep(0.02)
-    workers = child_pids(process.pid)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 143 and err.strip().endswith("mlkasr prepare: interrupted by SIGTERM"), err
-    assert "Traceback" not in err
-    assert list((tmp_path / "lr").iterdir()) == []  # no partial output left for a rerun to clean
-    _wait_gone(workers, 2.0)

@@ -391,8 +391,8 @@ def test_an_lmdb_whose_target_appears_meanwhile_leaves_no_partial(tmp_path):
 # -- killed runs, and outputs that would destroy inputs --------------------------------------------------------------
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path, capsys):
+def _prepare_lr_at_work(tmp_path: Path) -> tuple[subprocess.Popen, list[str], list[int]]:
+    """A ``prepare lr`` subprocess (argv, workers) once its 2 workers are at work on a partial X2 folder."""
     hr = tmp_path / "hr"
     ramp = (np.add.outer(np.arange(600), np.arange(600)) % 256).astype(np.uint8)
     for i in range(6):  # MATLAB-bicubic x2 + x3 of 600x600: about a second of work for 2 workers
@@ -400,17 +400,24 @@ def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path
     argv = ["prepare", "lr", "--input", str(hr), "--output", str(tmp_path / "lr"), "--scale", "2", "3", "--workers",
             "2", "--quiet"]
     process = subprocess.Popen([sys.executable, "-m", "mlkasr", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while not (list((tmp_path / "lr").glob("X2.partial-*")) and len(child_pids(process.pid)) >= 2):
-            assert process.poll() is None, process.stdout.read().decode()
+            assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.02)
-        workers = child_pids(process.pid)
-    finally:
+    except BaseException:
         process.kill()
-        process.wait()
+        raise
+    return process, argv, child_pids(process.pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path, capsys):
+    process, argv, workers = _prepare_lr_at_work(tmp_path)
+    process.kill()
+    process.communicate()
     deadline = time.monotonic() + 10
     while any(process_running(pid) for pid in workers):  # they used to run on with parent 1
         assert time.monotonic() < deadline, f"workers {workers} outlived their parent"
@@ -425,6 +432,22 @@ def test_kill_9_of_prepare_takes_its_workers_down_and_a_rerun_cleans_up(tmp_path
     assert f"warning: removed {tmp_path / 'lr' / partials[1]}" in err
     assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == sorted(["X2", "X3", live.name])
     assert len(list_images(tmp_path / "lr" / "X3")) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_of_prepare_unwinds_like_ctrl_c(tmp_path):
+    """Its partial outputs are removed and its workers stopped, instead of both being left (as by kill -9)."""
+    process, _, workers = _prepare_lr_at_work(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.strip().endswith("mlkasr prepare: interrupted by SIGTERM"), err
+    assert "Traceback" not in err
+    assert list((tmp_path / "lr").iterdir()) == []  # no partial output left for a rerun to clean
+    deadline = time.monotonic() + 2
+    while any(process_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived their parent"
+        time.sleep(0.02)
 
 
 def test_dead_partials_are_removed_by_lmdb_builds_and_div2k_reuse(tmp_path):
