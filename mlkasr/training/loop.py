@@ -43,6 +43,7 @@ from .guard import check_trained
 from .interrupt import interruption
 from .runlock import lock_run_folder
 from .runlog import BufferedLog, RunLogger
+from .schedule import effective_warmup
 from .validation import SetScore, load_validation_sets
 from .warmstart import check_init_weights
 
@@ -133,6 +134,11 @@ def _train(config: Config, run_dir: Path, resume: str | None, device_name: str |
 
     lock = lock_run_folder(run_dir, ctx, device)  # held until the end: a second trainer here fails at once
     early = BufferedLog(ctx.is_main)  # what is said before the run folder may receive files
+    for key, schedule_config in (("train.schedule", t.schedule), ("train.discriminator.schedule", t.discriminator.schedule)):
+        if schedule_config.warmup_iterations >= t.iterations:
+            early.info(f"note: {key}.warmup_iterations {schedule_config.warmup_iterations} is not shorter than "
+                       f"train.iterations {t.iterations}: warming up over {effective_warmup(schedule_config, t.iterations)} "
+                       "iterations instead")
     inputs = _read_inputs(config, run_dir, resume, allow_config_change, ctx, device, lock, early)
     try:
         log = RunLogger(run_dir, ctx.is_main, config.logging.tensorboard, config.logging.progress_bar, t.iterations,
