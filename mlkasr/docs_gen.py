@@ -323,7 +323,8 @@ def model_cards() -> str:
         out += [f"### `{name}`", "",
                 f"{card.variant} x{card.scale}, trained on {card.training_data} with `{card.config}`{start}: "
                 f"{card.iterations:,} iterations, batch {card.batch_size}, LR patch {card.patch_size}; "
-                f"{card.hardware}, {card.wall_time}.", ""]
+                f"{card.hardware}, {card.wall_time}." + (f" {card.notes[0].upper()}{card.notes[1:]}." if card.notes
+                                                          else ""), ""]
         sets = [s for s in SETS if s in card.scores]
         out += ["| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
         out.append("| bicubic | " + " | ".join(_score(BICUBIC[(s, card.scale)]) for s in sets) + " |")
