@@ -78,7 +78,7 @@ def test_the_probe_chooses_the_fastest_that_passes_and_caches_it(probed, monkeyp
 
     # the second run reads the choice: no gate, no timing
     monkeypatch.setenv("MLKASR_CACHE_DIR", str(cache))
-    monkeypatch.setattr(auto, "time_probe", lambda upscalers: pytest.fail("probed again"))
+    monkeypatch.setattr(auto, "time_probe", lambda upscalers: pytest.fail("probed again"))  # noqa: ARG005
     again = Upscaler(model, InferenceOptions(backend="auto"), log=lambda _message: None)
     assert again.auto_choice.cached == str(stored) and again.auto_choice.label == choice.label
     assert again.auto_choice.describe().endswith("(cached)")
@@ -101,6 +101,18 @@ def test_a_failed_gate_or_missing_gate_images_fall_back_to_fp32(probed, monkeypa
     monkeypatch.setattr(auto, "gate_images", lambda: None)
     choice = Upscaler(model, InferenceOptions(backend="auto"), log=lambda _message: None).auto_choice
     assert choice.precision == "fp32" and "are not here" in choice.rejected["openvino bf16"]
+
+    # a runtime that fails (its own exception, not an mlkasr error) is ruled out, and the command goes on
+    from mlkasr.inference.backends.openvino_backend import OpenVinoBackend
+
+    def broken(self, x):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:223")
+
+    monkeypatch.setattr(OpenVinoBackend, "__call__", broken)
+    monkeypatch.setattr(auto, "GATE_MEAN_DB", 0.03)  # a new key: probed again
+    monkeypatch.setattr(auto, "candidates", lambda *args: ([("torch", "fp32"), ("openvino", "fp32")], {}))
+    choice = Upscaler(model, InferenceOptions(backend="auto"), log=lambda _message: None).auto_choice
+    assert choice.label == "torch fp32" and "openvino failed: Exception from src" in choice.rejected["openvino fp32"]
 
 
 def test_upscale_defaults_to_auto_and_says_what_it_chose(probed, monkeypatch, tmp_path, capsys):
@@ -144,6 +156,16 @@ def test_export_int8_quantizes_the_inner_convolutions_and_measures_the_cost(prob
     fp32_convs = [n.name for n in convs if n.input[0] not in quantized_inputs]
     assert len(int8_convs) > 100 and len(fp32_convs) == 3  # man-tiny: 114 convolutions
     assert fp32_convs == kept_in_fp32(next(cache.glob("man-tiny_x4-*[0-9a-f].onnx")))
+
+    photos = tmp_path / "photos"  # --calibration: the file written is the file measured (not the T91 default)
+    photos.mkdir()
+    for name in ("t1.png", "t2.png", "t3.png"):
+        (photos / name).write_bytes((T91 / name).read_bytes())
+    other = tmp_path / "other_int8.onnx"
+    assert main(["export", "man-tiny_x4", str(other), "--int8", "--calibration", str(photos), "--threads", "1",
+                 "--quiet"]) == 0
+    assert "Y-PSNR against fp32 in onnxruntime: Set5" in capsys.readouterr().out
+    assert other.read_bytes() != out.read_bytes()  # calibrated on other patches: other ranges
 
     assert main(["export", "man-tiny_x4", str(tmp_path / "b.onnx"), "--int8", "--fp16"]) == 2
     assert "--int8 and --fp16" in capsys.readouterr().err

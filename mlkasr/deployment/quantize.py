@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +59,8 @@ def calibration_patches(folder: str | os.PathLike, count: int = CALIBRATION_PATC
         raise QuantizationError(f"calibration images: {folder} is not a folder")
     images = []
     for path in list_images(folder):
+        if len(images) == count:  # patch k comes from image k % len(images): later images are never used
+            break
         try:
             image = read_rgb(path)
         except ImageReadError as exc:
@@ -91,8 +92,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike, patch
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    with tempfile.TemporaryDirectory(prefix="mlkasr-int8-") as work, _quiet_root_logger():
-        # the quantizer writes its calibration graph next to its working files, so it works in a folder of its own
+    with _quiet_root_logger():
         try:
             quantization.quantize_static(
                 os.fspath(fp32_path), os.fspath(output), Reader(),
@@ -105,10 +105,10 @@ def quantize_onnx(fp32_path: str | os.PathLike, output: str | os.PathLike, patch
                 nodes_to_exclude=kept_in_fp32(fp32_path),
                 extra_options={"CalibTensorRangeSymmetric": False},
                 calibration_providers=["CPUExecutionProvider"],
-                **_work_folder_option(quantization, work),
             )
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise QuantizationError(f"int8 quantization of {fp32_path} failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors derive from Exception only
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QuantizationError(f"int8 quantization of {fp32_path} failed: {first}") from None
     return output
 
 
@@ -130,14 +130,6 @@ def kept_in_fp32(path: str | os.PathLike) -> list[str]:
     convs = [node.name for node in onnx.load(os.fspath(path), load_external_data=False).graph.node
              if node.op_type == "Conv"]
     return convs[:1] + convs[-2:]
-
-
-def _work_folder_option(quantization, work: str) -> dict:
-    """onnxruntime versions that accept a folder for the quantizer's scratch files get ``work``."""
-    import inspect
-
-    return {"calibration_tensors_range_folder": work} if "calibration_tensors_range_folder" in inspect.signature(
-        quantization.quantize_static).parameters else {}
 
 
 def calibration_digest(patches: list[np.ndarray]) -> str:
@@ -173,10 +165,6 @@ def cached_int8_onnx(model, log: Log = _stderr, calibration: str | os.PathLike |
     return path
 
 
-__all__ = ["QuantizationError", "cached_int8_onnx", "calibration_patches", "default_calibration_folder",
-           "quantize_onnx"]
-
-
 @dataclass(frozen=True)
 class Int8ExportResult:
     path: Path
@@ -193,17 +181,24 @@ def export_int8(model, path: str | os.PathLike, *, overwrite: bool = False, cali
     (and printed) the way the quality gate of ``--backend auto`` measures it.
     """
     from ..inference.auto import gate_reference, measure_gate
+    from ..inference.backends import onnx_backend
     from ..inference.engine import InferenceOptions
     from ..temporaries import OutputClaim, write_atomic
     from .onnx_export import check_export_target
 
     path = check_export_target(path, overwrite)
     quantized = cached_int8_onnx(model, log, calibration)
-    options = InferenceOptions(backend="onnxruntime", precision="int8")
     images, reference = gate_reference(model, InferenceOptions())
-    gate = measure_gate(model, options, reference, images) if images is not None else None
+    # the file just quantized (with --calibration, not the cache's default calibration) is what is measured
+    written = onnx_backend("onnxruntime", quantized, precision="int8")
+    gate = measure_gate(model, InferenceOptions(backend="onnxruntime", precision="int8"), reference, images,
+                        backend=written) if images is not None else None
     data = quantized.read_bytes()
     with OutputClaim(path, "mlkasr export"):  # of two exports to one file, the second is refused here
         remove_dead_temporaries(path)
         write_atomic(check_export_target(path, overwrite), data)
     return Int8ExportResult(path, len(data), gate)
+
+
+__all__ = ["Int8ExportResult", "QuantizationError", "cached_int8_onnx", "calibration_patches",
+           "default_calibration_folder", "export_int8", "quantize_onnx"]

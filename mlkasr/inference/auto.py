@@ -215,20 +215,21 @@ def _write_cached(path: Path, choice: AutoChoice) -> None:
         pass  # a read-only cache only costs a new probe next time
 
 
-def measure_gate(model: nn.Module, options, reference: dict[str, float], images) -> GateResult:
-    """Y-PSNR drop of ``options`` against the fp32 reference on the gate's images."""
+def measure_gate(model: nn.Module, options, reference: dict[str, float], images, backend=None) -> GateResult:
+    """Y-PSNR drop of ``options`` (or of a ready ``backend``) against the fp32 reference on the gate's images."""
     from ..evaluation import evaluate
     from .engine import Upscaler
 
-    result = evaluate(Upscaler(model, options), [images])[images.name]
+    result = evaluate(Upscaler(model, options, backend=backend), [images])[images.name]
     drops = {image.name: reference[image.name] - image.psnr for image in result.images}
     worst = max(drops, key=drops.get)
     mean = statistics.fmean(reference.values()) - result.psnr
     return GateResult(images.name, round(mean, 4), round(drops[worst], 4), worst)
 
 
-def time_probe(upscalers: dict[str, object]) -> dict[str, float]:
-    """Median milliseconds of one network call on the probe tile for each upscaler, after a warm-up.
+def time_probe(upscalers: dict[str, object]) -> tuple[dict[str, float], dict[str, str]]:
+    """Median milliseconds of one network call on the probe tile for each upscaler, after a warm-up; and the
+    candidates whose runtime failed on it, with the reason (torch's own failure is raised).
 
     The candidates take turns, run by run, so that a burst of load from another process slows all of them alike
     instead of deciding the race.
@@ -237,15 +238,30 @@ def time_probe(upscalers: dict[str, object]) -> dict[str, float]:
 
     x = synthetic_image(*PROBE_TILE, seed=3)
     times: dict[str, list[float]] = {label: [] for label in upscalers}
+    failed: dict[str, str] = {}
     with torch.inference_mode():
         for run in range(PROBE_RUNS + 1):  # run 0 warms up: compiles, allocations, caches
             for label, upscaler in upscalers.items():
+                if label in failed:
+                    continue
                 tile = x.to(upscaler.device).contiguous(memory_format=upscaler.memory_format)
                 started = time.perf_counter()
-                upscaler.backend(tile)
+                try:
+                    upscaler.backend(tile)
+                except Exception as exc:  # noqa: BLE001 - a runtime's own failure rules it out, never the command
+                    if upscaler.options.backend == "torch":
+                        raise
+                    failed[label] = f"failed on the probe tile: {_first_line(exc)}"
+                    continue
                 if run:
                     times[label].append((time.perf_counter() - started) * 1000)
-    return {label: round(statistics.median(values), 2) for label, values in times.items()}
+    timings = {label: round(statistics.median(v), 2) for label, v in times.items() if label not in failed}
+    return timings, failed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoChoice:
@@ -286,7 +302,12 @@ def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoCho
             ready[label] = Upscaler(model, candidate, log=log)
         except MlkasrError as exc:
             rejected[label] = str(exc)
-    timings = time_probe(ready)
+        except Exception as exc:  # noqa: BLE001 - a runtime's own failure rules it out, never the command
+            if backend == "torch":
+                raise
+            rejected[label] = f"{backend} failed: {_first_line(exc)}"
+    timings, failed = time_probe(ready)
+    rejected.update(failed)
     best = min(timings, key=timings.get)
     backend, precision = best.split(" ")
     choice = AutoChoice(backend, precision, timings, gates, rejected)

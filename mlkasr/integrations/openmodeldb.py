@@ -197,11 +197,11 @@ def shipped_cards(folder: str | os.PathLike | None = None, **options) -> dict[st
 
 def write_shipped_cards(folder: str | os.PathLike, **options) -> list[Path]:
     """(Re)write ``folder/<id>.json`` for every shipped model and ``folder/architecture.json`` (the entry for
-    OpenModelDB's architecture list); cards of models no longer shipped are removed."""
+    OpenModelDB's architecture list); mlkasr cards of models no longer shipped are removed, other files are kept."""
     folder = Path(folder)
     cards = shipped_cards(folder, **options)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*x-*.json"):
+    for stale in folder.glob("*x-mlkasr-*.json"):  # only our own ids: the folder may be OpenModelDB's catalogue
         if stale.stem not in cards:
             stale.unlink()
     written = [write_card(card, folder / f"{identifier}.json") for identifier, card in cards.items()]
