@@ -146,3 +146,14 @@ def test_shipped_cards_into_a_folder_remove_cards_of_models_no_longer_shipped(tm
     written = openmodeldb.write_shipped_cards(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     assert sorted(p.name for p in written) == sorted(p.name for p in CARDS.iterdir() if p.suffix == ".json")
+
+
+def test_a_missing_onnx_file_and_a_folder_as_the_card_are_one_line(tmp_path, capsys):
+    from mlkasr.cli import main
+
+    assert main(["card", "man-tiny_x4", "--onnx", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.onnx: no such file" in err and "Traceback" not in err
+    (tmp_path / "card.json").mkdir()
+    assert main(["card", "man-tiny_x4", "--output", str(tmp_path / "card.json")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -117,3 +117,13 @@ def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys):
         assert main(["replay", *argv, "--output", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_output_that_is_a_file_is_one_line_before_anything_is_read(tmp_path, capsys):
+    from mlkasr.cli import main
+
+    in_the_way = tmp_path / "batch"
+    in_the_way.write_text("not a folder")
+    assert main(["replay", str(tmp_path / "no-run"), "--iteration", "1", "--output", str(in_the_way)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {in_the_way}: exists and is not a folder" in err and "Traceback" not in err

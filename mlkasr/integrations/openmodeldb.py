@@ -26,6 +26,8 @@ from ..errors import MlkasrError
 from ..models.checkpoint import inspect_checkpoint
 from ..models.man import ModelSpec
 from ..models.zoo import VARIANTS
+from ..paths import check_output_file, file_problem
+from ..temporaries import write_atomic
 from ..weights import ModelCard, resolve_weights, shipped_models
 from .naming import OPENMODELDB_ARCHITECTURE, size_tags
 
@@ -62,6 +64,9 @@ class Resource:
         kind = {".pth": "pth", ".pt": "pth", ".safetensors": "safetensors", ".onnx": "onnx"}.get(path.suffix.lower())
         if kind is None:
             raise CardError(f"{path}: OpenModelDB lists .pth, .safetensors and .onnx files, not {path.suffix!r}")
+        problem = file_problem(path)
+        if problem is not None:
+            raise CardError(f"{path}: {problem}")
         urls = [] if url_base is None else [f"{url_base.rstrip('/')}/{path.name}"]
         return cls("onnx" if kind == "onnx" else "pytorch", kind, path.stat().st_size, file_sha256(path), urls)
 
@@ -178,10 +183,10 @@ def openmodeldb_card(model: str | os.PathLike, *, author: str = DEFAULT_AUTHOR, 
 
 
 def write_card(card: OpenModelDBCard, path: str | os.PathLike) -> Path:
+    """Write the card atomically (a card is regenerated in place, so an existing one is replaced)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(card.to_json(), encoding="utf-8")
-    return path
+    check_output_file(path, "card", overwrite=True)  # not a folder, pipe or device; its folder can be made
+    return write_atomic(path, card.to_json().encode("utf-8"))
 
 
 def shipped_cards(folder: str | os.PathLike | None = None, **options) -> dict[str, OpenModelDBCard]:

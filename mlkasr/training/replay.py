@@ -27,6 +27,8 @@ from ..config import Config, load_config
 from ..config.loader import from_dict
 from ..errors import MlkasrError
 from ..imaging.io import write_image
+from ..paths import check_output_folder
+from ..temporaries import write_atomic
 from .assembly import build_parts, runtime_for
 from .checkpoints import CheckpointStore, load_named_checkpoint
 from .config_changes import CHANGES_FILE
@@ -58,6 +60,7 @@ def replay(run_dir: str | os.PathLike, iteration: int, output: str | os.PathLike
     run_dir = Path(run_dir)
     if iteration < 1:
         raise ReplayError(f"--iteration must be at least 1 (the first step is iteration 1), got {iteration}")
+    check_output_folder(output, "--output")  # before the data is read
     state, checkpoint_path, notes = _state_before(run_dir, iteration, checkpoint)
     device = resolve_device(device)  # an unavailable CUDA is refused before any file is written
     if state is not None:
@@ -132,7 +135,7 @@ def _write_batch(folder: Path, iteration: int, dataset, draws: range, samples: l
         "seed": config.data.train.seed, "scale": config.model.scale, "patch_size": config.data.train.patch_size,
         "samples": manifest,
     }
-    (folder / "batch.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(folder / "batch.json", (json.dumps(record, indent=2) + "\n").encode())
     return written
 
 
