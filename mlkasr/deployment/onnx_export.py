@@ -256,11 +256,16 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, path)
         return
+    appeared = ExportError(f"{path}: appeared while exporting (written by another program); it was kept, and "
+                           "this export not written: pass --overwrite to replace it")
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise ExportError(f"{path}: appeared while exporting (written by another program); it was kept, and "
-                          "this export not written: pass --overwrite to replace it") from None
+        raise appeared from None
+    except OSError:  # a file system without hard links (FAT, some network shares): check, then rename
+        if os.path.lexists(path):
+            raise appeared from None
+        os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- the cache
