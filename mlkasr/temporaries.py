@@ -8,6 +8,7 @@ rename into place is atomic). ``.{name}.lock``: holds the PID of the one process
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def remove_dead_temporaries(path: str | os.PathLike) -> list[Path]:
     removed = []
     if not path.parent.is_dir():
         return removed
-    for temporary in sorted(path.parent.glob(f".{path.name}.*")):
+    for temporary in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
         pid = _writer_pid(temporary, path.name)
         if pid is None or process_alive(pid) or temporary.is_dir():
             continue

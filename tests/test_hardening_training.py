@@ -360,3 +360,13 @@ def test_every_atomic_write_removes_what_a_killed_writer_of_that_file_left(tmp_p
         else:
             save_model(build_model("man-tiny", 2), target)
         assert target.is_file() and live.exists() and not stale.exists() and not stale_tmp.exists()
+
+
+def test_dead_temporaries_of_a_name_with_glob_characters_are_removed(tmp_path):
+    from conftest import dead_pid
+    from mlkasr.temporaries import remove_dead_temporaries
+
+    target = tmp_path / "photo [1].png"
+    stale = tmp_path / f".photo [1].png.part{dead_pid()}"
+    stale.write_bytes(b"half")
+    assert remove_dead_temporaries(target) == [stale] and not stale.exists()
