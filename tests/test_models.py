@@ -395,19 +395,21 @@ def test_save_model_follows_the_umask(trained_tiny, tmp_path, umask):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors' own writer made 0600
 
 
-def test_stride_0_bomb_is_refused_from_declared_sizes_in_milliseconds(tmp_path, capsys):
+def test_stride_0_bomb_is_refused_from_declared_sizes_before_any_value_is_read(tmp_path, capsys, monkeypatch):
     """A few KB of expanded (stride-0) views declared 28.8 GB: `info` used to allocate it all to check the values."""
-    import time
+    import mlkasr.models.checkpoint as checkpoint
 
+    def values_read(*args, **kwargs):  # the check of the values would materialise the expanded views
+        raise AssertionError("the weights' values were read before the declared sizes were checked")
+
+    monkeypatch.setattr(checkpoint, "check_weight_values", values_read)
     state = mlkasr.build_model("man-tiny", 2).state_dict()
     # just over the budget (2^31 elements made `info` take 14.9 GB; this asks old code for ~2 GB, not more)
     state["body.0.body.0.norm.weight"] = torch.zeros(1).expand(2**14, 2**14 + 64)  # 4 bytes stored
     bomb = tmp_path / "bomb.pth"
     torch.save(state, bomb)
     assert bomb.stat().st_size < 2_000_000
-    started = time.perf_counter()
     assert main(["info", str(bomb)]) == 2
-    assert time.perf_counter() - started < 2.0
     err = capsys.readouterr().err
     assert "bomb.pth: declares more than 268,435,456 tensor elements" in err and err.count("\n") == 1
 
