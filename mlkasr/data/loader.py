@@ -120,5 +120,6 @@ def one_line_worker_errors(batches: Iterator[dict]) -> Iterator[dict]:
             yield batch
             continue
         # Raised outside the handler: a frame holding the caught exception would be in a cycle with its traceback,
-        # keeping the loader (and its workers) alive until the garbage collector runs.
+        # keeping the loader (and its workers) alive until the garbage collector runs. torch built the re-raised
+        # error as kind(message) (a class it cannot build so arrives as RuntimeError), so the same call works here.
         raise kind(last.split(": ", 1)[1] if ": " in last else last) from None
