@@ -94,6 +94,15 @@ def test_a_failed_gate_or_missing_gate_images_fall_back_to_fp32(probed, monkeypa
     monkeypatch.setenv("MLKASR_CACHE_DIR", str(cache))
     # the two candidates that matter here (bf16 computes on any CPU, emulated where it is not native)
     monkeypatch.setattr(auto, "candidates", lambda *args: ([("torch", "fp32"), ("openvino", "bf16")], {}))
+    # a candidate that passes is compiled once: the gate's runtime is the one that is timed
+    from mlkasr.inference import engine
+
+    built, create = [], engine.create_backend
+    monkeypatch.setattr(engine, "create_backend",
+                        lambda name, *args, **kwargs: built.append((name, kwargs["precision"])) or create(name, *args, **kwargs))
+    monkeypatch.setattr(auto, "GATE_MEAN_DB", 1.0)  # part of the cache key: probed anew
+    choice = Upscaler(model, InferenceOptions(backend="auto"), log=lambda _message: None).auto_choice
+    assert "openvino bf16" in choice.timings_ms and built.count(("openvino", "bf16")) == 1
     monkeypatch.setattr(auto, "GATE_MEAN_DB", -1.0)  # no precision can pass (part of the cache key: probed anew)
     choice = Upscaler(model, InferenceOptions(backend="auto"), log=lambda _message: None).auto_choice
     assert choice.precision == "fp32" and "failed the quality gate" in choice.rejected["openvino bf16"]

@@ -224,6 +224,32 @@ def test_cache_exports_once_per_weights_and_a_bad_cached_file_is_caught(deployed
         path.write_bytes(good)
 
 
+def test_an_unwritable_cache_falls_back_to_one_private_folder(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    monkeypatch.delenv(onnx_export.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))  # mkdir under a file fails, as root too
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    first = onnx_export.cache_dir()
+    assert first == tmp_path / "tmp" / f"mlkasr-onnx-{os.getuid()}" and onnx_export.cache_dir() == first
+    assert first.stat().st_mode & 0o777 == 0o700
+    # a folder other users can write (or a link planted under the name) is not trusted: a fresh one instead
+    first.chmod(0o777)
+    fresh = onnx_export.cache_dir()
+    assert fresh != first and fresh.parent == first.parent and fresh.stat().st_mode & 0o777 == 0o700
+    first.rmdir()
+    first.symlink_to(fresh)
+    assert onnx_export.cache_dir() not in (first, fresh)
+    # a configured folder that cannot be made is an error naming the variable, not a silent fallback
+    monkeypatch.setenv(onnx_export.CACHE_ENV, str(blocked / "onnx"))
+    with pytest.raises(MlkasrError, match="MLKASR_CACHE_DIR="):
+        onnx_export.cache_dir()
+
+
 @pytest.mark.parametrize(
     ("argv", "package"),
     [

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -273,7 +274,8 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
 
 def cache_dir() -> Path:
     """Where exported graphs are kept: ``$MLKASR_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlkasr/onnx``, else
-    ``~/.cache/mlkasr/onnx``; a fresh temporary folder (this run only) where none of them is writable."""
+    ``~/.cache/mlkasr/onnx``; where none of them is writable, a folder of this user's in the system's temporary
+    folder (the same one for every call and run, so that a graph is still exported once)."""
     configured = os.environ.get(CACHE_ENV)
     if configured:
         base = Path(configured).expanduser()
@@ -288,6 +290,21 @@ def cache_dir() -> Path:
         pass
     if configured:
         raise ExportError(f"{CACHE_ENV}={configured}: cannot create or write this folder")
+    return _private_temporary_cache()
+
+
+def _private_temporary_cache() -> Path:
+    """``<tmp>/mlkasr-onnx-<uid>``, made private (0700); a fresh folder if that name is another user's, a link or
+    not a folder: a cache other users could write would let them plant graphs that this user then runs."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"mlkasr-onnx-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        status = folder.lstat()
+        if uid is None or (stat.S_ISDIR(status.st_mode) and status.st_uid == uid and not status.st_mode & 0o077):
+            return folder
+    except OSError:
+        pass
     return Path(tempfile.mkdtemp(prefix="mlkasr-onnx-"))
 
 

@@ -19,6 +19,7 @@ exports, keyed by the weights and by what decides speed here: the CPU, its threa
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -177,17 +178,30 @@ def candidates(device_type: str, precision: str, flags: tuple[str, ...]) -> tupl
     return chosen, skipped
 
 
+# The packages that can provide each runtime: their versions are read from the installed metadata, because importing
+# the runtimes only to name their versions would cost every cached run their start-up.
+RUNTIME_DISTRIBUTIONS = {
+    "openvino": ("openvino",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "onnxscript": ("onnxscript",),
+}
+
+
+def _installed_version(distributions: tuple[str, ...]) -> str:
+    for distribution in distributions:
+        try:
+            return f"{distribution}=={importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "-"
+
+
 def probe_key(model: nn.Module, device_type: str, pairs: list[tuple[str, str]], flags: tuple[str, ...]) -> str:
     """Same key = same choice: the weights, the machine, the threads, the libraries, the candidates and the rules."""
     from ..deployment.onnx_export import weights_digest
 
     versions = [f"torch {torch.__version__}", f"mlkasr {__version__}"]
-    for name in ("openvino", "onnxruntime", "onnxscript"):
-        try:
-            module = __import__(name)
-            versions.append(f"{name} {getattr(module, '__version__', '?')}")
-        except ImportError:
-            versions.append(f"{name} -")
+    versions += [f"{name} {_installed_version(distributions)}" for name, distributions in RUNTIME_DISTRIBUTIONS.items()]
     parts = [weights_digest(model), device_type, cpu_name(), ",".join(flags), f"threads {torch.get_num_threads()}",
              ",".join(f"{b} {p}" for b, p in pairs), f"gate {GATE_MEAN_DB}/{GATE_WORST_DB}", f"probe {PROBE_FORMAT} {PROBE_TILE}", *versions]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
@@ -264,8 +278,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoChoice:
-    """The fastest (backend, precision) for ``model`` here that passes the gate: cached, else probed now."""
+def choose_backend(model: nn.Module, options, log: Log | None = None) -> tuple[AutoChoice, object | None]:
+    """The fastest (backend, precision) for ``model`` here that passes the gate: cached, else probed now; and,
+    when probed now, the chosen runtime as the probe built it (None: build it), so that it is not compiled twice."""
     from .engine import Upscaler
 
     log = log or _stderr
@@ -273,12 +288,12 @@ def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoCho
     flags = cpu_flags() if device_type == "cpu" else ()
     pairs, rejected = candidates(device_type, options.precision, flags)
     if len(pairs) == 1:
-        return AutoChoice(*pairs[0], rejected=rejected)
+        return AutoChoice(*pairs[0], rejected=rejected), None
     key = probe_key(model, device_type, pairs, flags)
     path = _choice_path(model, key)
     cached = _read_cached(path)
     if cached is not None:
-        return cached
+        return cached, None
     log(f"choosing a backend for {model.spec.name} x{model.scale} on this machine (once; cached in {path.parent}) ...")
     plain = replace(options, tile=None, self_ensemble=False)
     reduced = [f"{b} {p}" for b, p in pairs if p != "fp32"]
@@ -290,16 +305,17 @@ def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoCho
     for backend, precision in pairs:
         label = f"{backend} {precision}"
         candidate = replace(plain, backend=backend, precision=precision)
+        if precision != "fp32" and gate_set is None:
+            continue  # rejected above: no gate images
         try:
+            upscaler = Upscaler(model, candidate, log=log)  # built once: the gate and the timing use the same one
             if precision != "fp32":
-                if gate_set is None:
-                    continue  # rejected above: no gate images
-                gates[label] = measure_gate(model, candidate, reference, gate_set)
+                gates[label] = measure_gate(model, candidate, reference, gate_set, backend=upscaler.backend)
                 if not gates[label].passed:
                     rejected[label] = (f"failed the quality gate: {gates[label].describe()}; allowed "
                                        f"-{GATE_MEAN_DB} dB mean, -{GATE_WORST_DB} dB per image")
                     continue
-            ready[label] = Upscaler(model, candidate, log=log)
+            ready[label] = upscaler
         except MlkasrError as exc:
             rejected[label] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a runtime's own failure rules it out, never the command
@@ -312,7 +328,7 @@ def choose_backend(model: nn.Module, options, log: Log | None = None) -> AutoCho
     backend, precision = best.split(" ")
     choice = AutoChoice(backend, precision, timings, gates, rejected)
     _write_cached(path, choice)
-    return choice
+    return choice, ready[best].backend
 
 
 def gate_reference(model: nn.Module, options):

@@ -164,7 +164,7 @@ class Upscaler:
         if options.backend == AUTO and backend is None:
             from .auto import choose_backend
 
-            self.auto_choice = choose_backend(self.model, options, log=log)
+            self.auto_choice, backend = choose_backend(self.model, options, log=log)
             options = self.options = replace(options, backend=self.auto_choice.backend,
                                              precision=self.auto_choice.precision)
         if options.backend != "torch":
