@@ -192,3 +192,17 @@ def test_a_config_that_is_not_a_text_file_is_named(tmp_path):
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(ConfigError, match=r"dir\.yaml: a folder, not a file, expected a YAML config file"):
         load_config(tmp_path / "dir.yaml")
+
+
+def test_a_config_built_in_python_meets_the_same_checks_in_train(tmp_path):
+    """The loader's checks also guard ``mlkasr.train``: a dataclass built in code never reaches the data or a run
+    folder with a value the YAML loader refuses."""
+    from dataclasses import replace
+
+    from mlkasr.training import train
+
+    config = Config()
+    config = replace(config, train=replace(config.train, ema_decay=1.5))
+    with pytest.raises(ConfigError, match=r"train\.ema_decay: expected a number in \[0, 1\), got 1\.5"):
+        train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

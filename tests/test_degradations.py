@@ -178,11 +178,8 @@ def test_bad_degradation_settings_name_their_key(tmp_path, override, key):
 
 
 def test_degradation_with_paired_lr_is_refused():
-    config = config_from_dict({"data": {"train": {"hr": str(T91), "lr": str(T91), "degradation": {"preset": "photo"}}}})
-    from mlkasr.training.data import check_data_paths
-
-    with pytest.raises(MlkasrError, match="data.train.lr is set"):
-        check_data_paths(config)
+    with pytest.raises(MlkasrError, match="data.train.degradation: makes LR from HR on the fly, but data.train.lr is set"):
+        config_from_dict({"data": {"train": {"hr": str(T91), "lr": str(T91), "degradation": {"preset": "photo"}}}})
 
 
 # -- the training stream --------------------------------------------------------------------------------------

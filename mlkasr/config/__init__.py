@@ -1,6 +1,6 @@
 """Typed training configuration: the schema (dataclasses) and its strict YAML loader."""
 
-from .loader import ConfigError, config_from_dict, describe_schema, dump_config, load_config, parse_override
+from .loader import ConfigError, check_config, config_from_dict, describe_schema, dump_config, load_config, parse_override
 from .schema import (
     AblationConfig,
     Config,
@@ -32,6 +32,7 @@ __all__ = [
     "TrainSourceConfig",
     "ValSetConfig",
     "VggLayerWeights",
+    "check_config",
     "config_from_dict",
     "describe_schema",
     "dump_config",

@@ -263,9 +263,13 @@ def _check_optimizer(o, key: str, fail) -> None:
 
 
 def _check_degradation(config: Config, fail) -> None:
-    """The degradation section completed from its preset: probabilities in [0, 1], ordered ranges."""
+    """The degradation section completed from its preset: probabilities in [0, 1], ordered ranges; never with a
+    paired LR (it makes the LR from the HR)."""
     if config.data.train.degradation is None:
         return
+    if config.data.train.lr is not None:
+        fail("data.train.degradation", "makes LR from HR on the fly, but data.train.lr is set; set lr: null, or "
+                                       "remove the degradation section")
     from ..data.degradations import resolve_degradation
 
     try:

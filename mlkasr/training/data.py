@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import Config, TrainSourceConfig
-from ..data.degradations import Degradation, resolve_degradation
+from ..data.degradations import Degradation
 from ..data import FolderPairSource, HrOnlySource, LmdbPairSource, PairedPatchDataset, PatchSource, build_loader
 from ..data.loader import one_line_worker_errors
 from ..data.mixed import MixedPatchDataset
@@ -58,11 +58,6 @@ def _check_source_paths(key: str, source: TrainSourceConfig) -> None:
         how = f"set it with --set {key}.hr=PATH" if key == "data.train" else "correct it in the config"
         raise MlkasrError(f"{key}.hr: {hr} does not exist (relative paths are read from the current folder "
                           f"{Path.cwd()}); {how}")
-    if source.lr is not None and source.degradation is not None:
-        raise MlkasrError(f"{key}.degradation makes LR from HR on the fly, but {key}.lr is set ({source.lr}); "
-                          f"set {key}.lr: null, or remove the degradation section")
-    if source.degradation is not None:
-        resolve_degradation(source.degradation)  # a bad probability or range fails here, before the run folder
     if source.lr is not None and not Path(source.lr).exists():
         raise MlkasrError(f"{key}.lr: {source.lr} does not exist; set it, or set it to null to make LR on the fly")
 

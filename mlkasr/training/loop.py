@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Config, dump_config
+from ..config import Config, check_config, dump_config
 from ..errors import MlkasrError
 from ..evaluation import BenchmarkSet
 from ..threads import ThreadGovernor
@@ -116,6 +116,7 @@ def train(
     torch's thread count alone.
     Launched by torchrun, every rank calls this; rank 0 logs, validates and writes files.
     """
+    check_config(config)  # a Config built in Python has not met the loader's checks
     device_type = "cuda" if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
     ctx = init_distributed(device_type)
     try:
