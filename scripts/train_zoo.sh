@@ -20,7 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
-CORE=${CORE:-1}  # the core the training runs on; the other one stays free for other work
+CORE=${CORE:-1}  # the core(s) the training runs on (taskset -c); by default one, the other stays free for other work
+THREADS=${THREADS:-1}  # torch threads per run: e.g. CORE=0,1 THREADS=2 on a machine given over to training
 
 save_state() {  # save NAME: the newest verified checkpoint (+ its checksum), the config record and the log
     local run=runs/$1 keep=zoo-resume/$1 newest
@@ -67,13 +68,13 @@ train() {  # train CONFIG-STEM [--set K=V ...]: configs/zoo/man-tiny_<STEM>.yaml
     local stem=$1
     [[ -d zoo-resume/zoo-man-tiny_$stem ]] && restore_state "zoo-man-tiny_$stem"
     echo "training man-tiny_$stem (log: runs/zoo-man-tiny_$stem/train.log)"
-    OMP_NUM_THREADS=1 pin nice -n 10 mlkasr train "configs/zoo/man-tiny_$stem.yaml" --resume auto --threads 1 \
+    OMP_NUM_THREADS=$THREADS pin nice -n 10 mlkasr train "configs/zoo/man-tiny_$stem.yaml" --resume auto --threads "$THREADS" \
         "${@:2}" > "runs/zoo-$stem.out" 2>&1 || { echo "train_zoo.sh: see runs/zoo-$stem.out" >&2; exit 1; }
 }
 SETS=(--set Set5=datasets/samples/Set5 --set "Set14=$SHARED/benchmark/Set14" --set "B100=$SHARED/benchmark/B100")
 ship() {  # ship RUN-STEM NAME [make_model_card options]
     python scripts/make_model_card.py --run-dir "runs/zoo-man-tiny_$1" --name "$2" \
-        --config "configs/zoo/man-tiny_$1.yaml" --threads 1 --training-data "T91 + BSD200 (291 images)" \
+        --config "configs/zoo/man-tiny_$1.yaml" --threads "$THREADS" --training-data "T91 + BSD200 (291 images)" \
         "${SETS[@]}" "${@:3}"
     rm -rf "zoo-resume/zoo-man-tiny_$1"  # the run is finished: its carried checkpoint is no longer needed
 }
