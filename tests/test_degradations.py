@@ -157,6 +157,47 @@ def test_a_pipeline_with_everything_off_is_matlab_bicubic():
     assert np.abs(Degradation(config)(hr, (64, 64), np.random.default_rng(0)) - expected).max() <= 1
 
 
+def test_the_trace_names_every_operation_and_its_drawn_values_without_changing_the_image():
+    hr = _photo()
+    stage = DegradationStageConfig(noise=NoiseConfig(prob=1.0, gaussian_prob=1.0, sigma=[7.0, 7.0], gray_prob=0.0),
+                                   jpeg=JpegConfig(prob=1.0, quality=[35, 35]))
+    stage.blur.prob = 0.0
+    stage.resize.probs = [0.0, 0.0, 1.0]
+    forced = Degradation(DegradationConfig(preset="photo", first=stage, second_prob=0.0, final_sinc_prob=0.0,
+                                           final_resize_modes=["matlab"]))
+    trace = []
+    image = forced(hr, (64, 64), np.random.default_rng(4), trace)
+    assert np.array_equal(image, forced(hr, (64, 64), np.random.default_rng(4)))
+    assert [(t["stage"], t["op"]) for t in trace] == [("first", "resize"), ("first", "noise"), ("first", "jpeg"),
+                                                      ("final", "resize")]
+    assert trace[1] == {"stage": "first", "op": "noise", "kind": "gaussian", "sigma": 7.0, "gray": False}
+    assert trace[2]["quality"] == 35 and trace[3] == {"stage": "final", "op": "resize", "size": [64, 64], "mode": "matlab"}
+
+    # the full Real-ESRGAN model: the same images with a trace, and every drawn value inside its configured range
+    degradation = Degradation(DegradationConfig(preset="realesrgan"))
+    c = degradation.config
+    seen = set()
+    for i in range(24):
+        trace = []
+        assert np.array_equal(degradation(hr, (64, 64), np.random.default_rng([3, i]), trace),
+                              degradation(hr, (64, 64), np.random.default_rng([3, i])))
+        json.dumps(trace)  # plain values, ready for batch.json
+        for t in trace:
+            seen.add((t["stage"], t["op"], t.get("kernel", t.get("kind"))))
+            config = getattr(c, t["stage"], None)
+            if t["op"] == "jpeg":
+                quality = (c.first if t["stage"] == "first" else c.second).jpeg.quality
+                assert quality[0] <= t["quality"] <= quality[1]
+            elif t["op"] == "noise" and t["kind"] == "gaussian":
+                assert config.noise.sigma[0] - 1e-4 <= t["sigma"] <= config.noise.sigma[1] + 1e-4
+            elif t["op"] == "blur" and t["stage"] != "final":
+                assert config.blur.kernel_size[0] <= t["size"] <= config.blur.kernel_size[1] and t["size"] % 2
+                if t["kernel"] != "sinc":
+                    assert all(config.blur.sigma[0] - 1e-4 <= s <= config.blur.sigma[1] + 1e-4 for s in t["sigma"])
+        assert trace[-1]["op"] in ("resize", "blur", "jpeg") and any(t["stage"] == "final" for t in trace)
+    assert {("first", "jpeg", None), ("first", "noise", "gaussian"), ("second", "resize", None)} <= seen
+
+
 def test_presets_are_completed_and_overrides_win():
     resolved = resolve_degradation(DegradationConfig(preset="photo", second=DegradationStageConfig(
         jpeg=JpegConfig(quality=[50, 60]))))

@@ -15,7 +15,7 @@ import torch
 
 from mlkasr.cli import main
 from mlkasr.config import config_from_dict, dump_config
-from mlkasr.training.data import build_train_batches
+from mlkasr.training.data import build_train_batches, build_train_dataset
 from mlkasr.training.distributed import DistContext
 
 from conftest import REPO_ROOT
@@ -70,9 +70,12 @@ def test_replayed_batch_is_the_batch_the_loader_gave(run_dir, tmp_path):
     for _ in range(3):
         batch = next(batches)
     record = json.loads((tmp_path / "batch.json").read_text())
+    dataset = build_train_dataset(config)
     assert record["data_position"] == 8 and [s["draw"] for s in record["samples"]] == [8, 9, 10, 11]
     for n, sample in enumerate(record["samples"]):
         assert sample["key"] == batch["key"][n] and sample["degradation_rng"] == [7, 2, sample["draw"]]
+        assert sample["degradation"][-1]["stage"] in ("final", "second")  # what the draw did, in order
+        assert sample["degradation"] == dataset.degradation_trace(sample["draw"])
         for side in ("lr", "hr"):
             expected = (batch[side][n].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
             assert np.array_equal(_read(tmp_path / sample[side]), expected)

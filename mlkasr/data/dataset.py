@@ -159,6 +159,16 @@ class PairedPatchDataset(Dataset):
         """The entropy of draw ``index``'s degradation RNG (``numpy.random.default_rng`` of it redraws it)."""
         return [*self._entropy, _DEGRADE_STREAM, index]
 
+    def degradation_trace(self, index: int) -> list[dict]:
+        """What draw ``index``'s degradation did, operation by operation, with the values it drew (blur kernels,
+        resize factors, noise levels, JPEG qualities); [] without a degradation."""
+        if self.degradation is None:
+            return []
+        _, hr, _, draw = self._draw(int(index))
+        trace: list[dict] = []
+        self._degraded_patch(hr, draw, trace)
+        return trace
+
     def hr_dtype(self, index: int) -> np.dtype:
         """The pixel type of draw ``index``'s HR image (uint8 or uint16), e.g. to write its patch at full depth."""
         return self._load(self.image_position(index))[0].dtype
@@ -185,7 +195,7 @@ class PairedPatchDataset(Dataset):
             lr_patch = lr[draw.top : draw.top + p, draw.left : draw.left + p]
         return {"lr": to_tensor(augment(lr_patch, draw)), "hr": to_tensor(augment(hr_patch, draw)), "key": item.key}
 
-    def _degraded_patch(self, hr: np.ndarray, draw: Draw) -> np.ndarray:
+    def _degraded_patch(self, hr: np.ndarray, draw: Draw, trace: list[dict] | None = None) -> np.ndarray:
         """The draw's LR patch, degraded from its HR region plus ``DEGRADE_MARGIN`` LR pixels of context."""
         p, s, m = self.patch_size, self.scale, DEGRADE_MARGIN
         lr_h, lr_w = expected_lr_shape(hr.shape, s)
@@ -198,7 +208,7 @@ class PairedPatchDataset(Dataset):
         if any(pads):
             region = np.pad(region, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)), mode="reflect")
         rng = np.random.default_rng(self.degradation_key(draw.index))
-        lr = self.degradation(region, (p + 2 * m, p + 2 * m), rng)
+        lr = self.degradation(region, (p + 2 * m, p + 2 * m), rng, trace)
         return lr[m : m + p, m : m + p]
 
     # -- loading and validation -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ loss spike or a NaN appears at iteration 812,345.
 Iteration ``N`` (1-based, as the log counts) consumes global draws ``[p, p + B)`` of the training stream, where
 ``p`` is the data position after ``N - 1`` iterations (``(N - 1) * B`` unless the batch size changed on a resume;
 a checkpoint records it) and B the global batch. Draw ``i`` depends only on (data seed, i), so the batch comes
-back exactly, the degradation's draws included. Under DDP rank ``r`` of ``W`` trained on every W-th of those
+back exactly, the degradation's draws included (``batch.json`` lists them: kernels, factors, noise, JPEG qualities). Under DDP rank ``r`` of ``W`` trained on every W-th of those
 draws: the replayed batch is all of them, in draw order.
 
 To re-run the step, the state before it is needed: ``iter_{N-1}.pth`` (a checkpoint named ``iter_K`` holds the
@@ -148,6 +148,7 @@ def _where(dataset, draw: int) -> dict:
              "vflip": plan.vflip, "rot90": plan.rot90}
     if part.degradation is not None:
         where["degradation_rng"] = part.degradation_key(local)
+        where["degradation"] = part.degradation_trace(local)
     return where
 
 

@@ -93,22 +93,35 @@ def random_mixed_kernel(
     sigma: Sequence[float],
     betag: Sequence[float],
     betap: Sequence[float],
+    drawn: dict | None = None,
 ) -> np.ndarray:
-    """One kernel of a kind drawn with ``kind_probs``; anisotropic kinds draw both sigmas and a rotation."""
+    """One kernel of a kind drawn with ``kind_probs``; anisotropic kinds draw both sigmas and a rotation.
+    ``drawn``: filled with what was drawn (kind, sigmas, rotation, shape)."""
     kind = kinds[int(rng.choice(len(kinds), p=np.asarray(kind_probs, dtype=np.float64)))]
     sigma_x = float(rng.uniform(*sigma))
     if kind.endswith("_iso") or kind == "iso":
         sigma_y, theta = sigma_x, 0.0
     else:
         sigma_y, theta = float(rng.uniform(*sigma)), float(rng.uniform(-np.pi, np.pi))
+    beta = None
     if kind.startswith("generalized"):
-        return generalized_gaussian_kernel(size, sigma_x, sigma_y, theta, _shape_beta(rng, betag))
-    if kind.startswith("plateau"):
-        return plateau_kernel(size, sigma_x, sigma_y, theta, _shape_beta(rng, betap))
-    return gaussian_kernel(size, sigma_x, sigma_y, theta)
+        beta = _shape_beta(rng, betag)
+        kernel = generalized_gaussian_kernel(size, sigma_x, sigma_y, theta, beta)
+    elif kind.startswith("plateau"):
+        beta = _shape_beta(rng, betap)
+        kernel = plateau_kernel(size, sigma_x, sigma_y, theta, beta)
+    else:
+        kernel = gaussian_kernel(size, sigma_x, sigma_y, theta)
+    if drawn is not None:
+        drawn.update(kernel=kind, sigma=[sigma_x, sigma_y], theta=theta, **({} if beta is None else {"beta": beta}))
+    return kernel
 
 
-def random_sinc_kernel(rng: np.random.Generator, size: int, wide: bool = True) -> np.ndarray:
-    """A sinc kernel with Real-ESRGAN's cutoff range: [pi/3, pi], or [pi/5, pi] for ``wide`` kernels of 13+ px."""
+def random_sinc_kernel(rng: np.random.Generator, size: int, wide: bool = True, drawn: dict | None = None) -> np.ndarray:
+    """A sinc kernel with Real-ESRGAN's cutoff range: [pi/3, pi], or [pi/5, pi] for ``wide`` kernels of 13+ px.
+    ``drawn``: filled with the cutoff drawn."""
     low = np.pi / 5 if wide and size >= 13 else np.pi / 3
-    return sinc_kernel(size, float(rng.uniform(low, np.pi)))
+    cutoff = float(rng.uniform(low, np.pi))
+    if drawn is not None:
+        drawn.update(kernel="sinc", cutoff=cutoff)
+    return sinc_kernel(size, cutoff)
