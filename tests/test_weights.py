@@ -53,21 +53,34 @@ def test_shipped_model_reproduces_its_card_on_the_embedded_set5(name):
 
 
 def test_the_real_world_model_beats_the_clean_one_on_degraded_photos():
-    """man-tiny_x4_real's promise: +0.5 dB over man-tiny_x4 on Set5 and Set14 under --degrade "jpeg=40,noise=5",
-    and still above bicubic on clean Set5. Its card's degraded Set5 score is re-measured too."""
+    """man-tiny_x4_real's promise, on held-out photos: at least +0.5 dB over man-tiny_x4 under every noise/JPEG
+    --degrade setting its card reports (Set5; Set14 too under the main one where ../shared is present), no loss
+    under a strong LR blur, and at most 0.5 dB below it on clean Set5. Both cards' degraded Set5 scores are
+    re-measured."""
     from mlkasr.evaluation.degrade import parse_degradation
 
-    folders = [SAMPLE_SET5] + ([SHARED_DATA / "benchmark" / "Set14"] if (SHARED_DATA / "benchmark" / "Set14").is_dir() else [])
-    degradation = parse_degradation(ROBUSTNESS)
     real, clean = (Upscaler(mlkasr.load_model(name)) for name in ("man-tiny_x4_real", "man-tiny_x4"))
-    for folder in folders:
-        sets = [load_benchmark_set(folder, 4)]
-        gain = evaluate(real, sets, degradation=degradation).datasets[0].psnr - evaluate(clean, sets, degradation=degradation).datasets[0].psnr
-        assert gain >= 0.5, f"{folder.name}: man-tiny_x4_real gains only {gain:.2f} dB"
-    sets = [load_benchmark_set(SAMPLE_SET5, 4)]
-    measured = evaluate(real, sets, degradation=degradation)["Set5"].psnr
-    assert measured == pytest.approx(SHIPPED["man-tiny_x4_real"].card.degraded_scores[ROBUSTNESS]["Set5"].psnr, abs=0.01)
-    assert evaluate(real, sets)["Set5"].psnr > evaluate(None, sets)["Set5"].psnr + 1.0
+    cards = {"man-tiny_x4_real": SHIPPED["man-tiny_x4_real"].card, "man-tiny_x4": SHIPPED["man-tiny_x4"].card}
+    specs = sorted(cards["man-tiny_x4_real"].degraded_scores)
+    assert ROBUSTNESS in specs and len(specs) >= 3 and set(specs) == set(cards["man-tiny_x4"].degraded_scores)
+    set5 = [load_benchmark_set(SAMPLE_SET5, 4)]
+    for spec in specs:
+        degradation = parse_degradation(spec)
+        scores = {name: evaluate(upscaler, set5, degradation=degradation)["Set5"].psnr
+                  for name, upscaler in (("man-tiny_x4_real", real), ("man-tiny_x4", clean))}
+        for name, psnr in scores.items():
+            assert psnr == pytest.approx(cards[name].degraded_scores[spec]["Set5"].psnr, abs=0.01), (name, spec)
+        # noise and JPEG are what it is trained for; a strong blur of the LR itself (sigma 1.2 LR pixels) lies outside
+        # the photo preset's light HR-level blur, and there it must only not be worse
+        wanted = 0.0 if "blur" in spec else 0.5
+        assert scores["man-tiny_x4_real"] - scores["man-tiny_x4"] >= wanted, f"{spec}: {scores}"
+    set14 = SHARED_DATA / "benchmark" / "Set14"
+    if (set14 / "HR").is_dir():
+        sets, degradation = [load_benchmark_set(set14, 4)], parse_degradation(ROBUSTNESS)
+        gain = (evaluate(real, sets, degradation=degradation).datasets[0].psnr
+                - evaluate(clean, sets, degradation=degradation).datasets[0].psnr)
+        assert gain >= 0.5, f"Set14: man-tiny_x4_real gains only {gain:.2f} dB"
+    assert evaluate(real, set5)["Set5"].psnr >= evaluate(clean, set5)["Set5"].psnr - 0.5
 
 
 def test_an_existing_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
